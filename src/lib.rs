@@ -1,0 +1,20 @@
+//! edgepull: keeps OCI images in sync on edge devices behind tight egress rules.
+//!
+//! Architecture (data flows top to bottom):
+//! - [`config`]: the JSON config, validated into types; derives the region's data endpoint.
+//! - [`oci`]: spec types (`Digest`, `Reference`, `Platform`, manifests). Pure.
+//! - [`registry`]: the registry client: egress allowlist and redirect policy, auth
+//!   (challenges, tokens), manifests, and opening blob streams at the data endpoint.
+//! - [`fetch`]: resumable, verified blob download with a pure retry policy.
+//! - [`store`]: the crash-safe content store (an OCI image layout plus resumable ingests).
+//! - [`pull`]: one pull: resolve → choose platform → fetch blobs → record in the layout.
+//! - `cli` (in the binary): commands and exit codes.
+//!
+//! Invariants: no uploads and no host outside the allowlist; credentials only to the login
+//! server and the token realm; nothing visible in the store unless verified; resume from
+//! the last durable checkpoint; clear errors, no panics; memory flat in blob size.
+
+#![forbid(unsafe_code)]
+
+pub mod oci;
+pub mod registry;

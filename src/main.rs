@@ -1,0 +1,3 @@
+fn main() {
+    println!("edgepull {}", env!("CARGO_PKG_VERSION"));
+}

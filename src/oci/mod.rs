@@ -1,0 +1,12 @@
+//! Types from the OCI image and distribution specs: digests, references, platforms and
+//! manifest documents. Pure parsing and validation; no IO.
+
+pub mod digest;
+pub mod manifest;
+pub mod platform;
+pub mod reference;
+
+pub use digest::{Digest, DigestError, Hasher};
+pub use manifest::{Descriptor, Document, ImageIndex, ImageManifest};
+pub use platform::Platform;
+pub use reference::Reference;

@@ -1,0 +1,288 @@
+//! `Reference`: `registry[:port]/repository[:tag][@digest]`, validated at the boundary.
+//!
+//! Owns: the distribution-spec grammar for repository names and tags. A `Reference`
+//! always names its registry; short names are completed by the caller (the CLI adds the
+//! configured login server). Never does IO.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::digest::{Digest, DigestError};
+use crate::registry::hostport::{HostPort, HostPortError};
+
+/// Why a reference was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    /// No registry host in front of the repository.
+    #[error(
+        "reference {value:?} names no registry; write it as <login-server>/<repository>[:tag], e.g. contoso.azurecr.io/app:1.2"
+    )]
+    NoRegistry { value: String },
+    /// Bad registry part.
+    #[error("reference {value:?} has a bad registry part")]
+    Registry {
+        value: String,
+        #[source]
+        source: HostPortError,
+    },
+    /// Repository name outside the distribution-spec grammar.
+    #[error(
+        "repository {repository:?} in reference {value:?} is invalid: use lowercase letters, digits and separators (. _ __ -) in /-separated components"
+    )]
+    Repository { value: String, repository: String },
+    /// Tag outside `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+    #[error(
+        "tag {tag:?} in reference {value:?} is invalid: at most 128 of [A-Za-z0-9._-], not starting with . or -"
+    )]
+    Tag { value: String, tag: String },
+    /// Bad digest part.
+    #[error("reference {value:?} has a bad digest")]
+    Digest {
+        value: String,
+        #[source]
+        source: DigestError,
+    },
+    /// Longer than 255 characters.
+    #[error("reference {value:?} is longer than 255 characters")]
+    TooLong { value: String },
+}
+
+/// A parsed image reference.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Reference {
+    registry: HostPort,
+    repository: String,
+    tag: Option<String>,
+    digest: Option<Digest>,
+}
+
+impl Reference {
+    /// Parse a full reference. Without tag or digest, the tag is `latest`.
+    pub fn parse(value: &str) -> Result<Self, ReferenceError> {
+        if value.len() > 255 {
+            return Err(ReferenceError::TooLong {
+                value: value.chars().take(64).collect::<String>() + "…",
+            });
+        }
+        let (rest, digest) = match value.split_once('@') {
+            Some((r, d)) => (
+                r,
+                Some(Digest::parse(d).map_err(|source| ReferenceError::Digest {
+                    value: value.to_string(),
+                    source,
+                })?),
+            ),
+            None => (value, None),
+        };
+        let Some((registry, path)) = rest.split_once('/') else {
+            return Err(ReferenceError::NoRegistry {
+                value: value.to_string(),
+            });
+        };
+        if !(registry.contains('.') || registry.contains(':') || registry == "localhost") {
+            return Err(ReferenceError::NoRegistry {
+                value: value.to_string(),
+            });
+        }
+        let registry = HostPort::parse(registry).map_err(|source| ReferenceError::Registry {
+            value: value.to_string(),
+            source,
+        })?;
+        // A tag follows the last ':' after the last '/'.
+        let (repository, tag) = match path.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, Some(t)),
+            _ => (path, None),
+        };
+        if !valid_repository(repository) {
+            return Err(ReferenceError::Repository {
+                value: value.to_string(),
+                repository: repository.to_string(),
+            });
+        }
+        if let Some(t) = tag
+            && !valid_tag(t)
+        {
+            return Err(ReferenceError::Tag {
+                value: value.to_string(),
+                tag: t.to_string(),
+            });
+        }
+        let tag = match (tag, &digest) {
+            (None, None) => Some("latest".to_string()),
+            (t, _) => t.map(str::to_string),
+        };
+        Ok(Self {
+            registry,
+            repository: repository.to_string(),
+            tag,
+            digest,
+        })
+    }
+
+    /// Parse `value`, adding `default_registry` when it names none (`app:1.2`).
+    pub fn parse_with_default(value: &str, default_registry: &HostPort) -> Result<Self, ReferenceError> {
+        match Self::parse(value) {
+            Err(ReferenceError::NoRegistry { .. }) => Self::parse(&format!("{default_registry}/{value}")),
+            other => other,
+        }
+    }
+
+    /// The registry (login server) host and port.
+    pub fn registry(&self) -> &HostPort {
+        &self.registry
+    }
+    /// The repository path, e.g. `app` or `team/app`.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+    /// The tag, if any.
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+    /// The pinned digest, if any.
+    pub fn digest(&self) -> Option<&Digest> {
+        self.digest.as_ref()
+    }
+    /// What goes after `/manifests/`: the digest when pinned, else the tag.
+    pub fn manifest_ref(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        }
+    }
+    /// The same reference pinned to `digest` (tag kept for display).
+    pub fn with_digest(&self, digest: Digest) -> Self {
+        Self {
+            digest: Some(digest),
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Reference({self})")
+    }
+}
+
+impl FromStr for Reference {
+    type Err = ReferenceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`
+fn valid_repository(name: &str) -> bool {
+    !name.is_empty() && name.split('/').all(valid_component)
+}
+
+fn valid_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if is_alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        // A separator run: ".", "_", "__" or "-+", followed by an alnum.
+        let start = i;
+        match b[i] {
+            b'.' => i += 1,
+            b'_' => {
+                i += 1;
+                if i < b.len() && b[i] == b'_' {
+                    i += 1;
+                }
+            }
+            b'-' => {
+                while i < b.len() && b[i] == b'-' {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+        if i == start || i >= b.len() || !is_alnum(b[i]) {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_alnum(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+fn valid_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_table() {
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let r = Reference::parse("contoso.azurecr.io/app:1.2").unwrap();
+        assert_eq!(
+            (r.registry().to_string().as_str(), r.repository(), r.tag()),
+            ("contoso.azurecr.io", "app", Some("1.2"))
+        );
+        let r = Reference::parse("localhost:5000/team/app").unwrap();
+        assert_eq!(
+            (r.registry().port(), r.repository(), r.tag()),
+            (5000, "team/app", Some("latest"))
+        );
+        let r = Reference::parse(&format!("c.azurecr.io/app@{d}")).unwrap();
+        assert_eq!((r.tag(), r.manifest_ref()), (None, d.to_string()));
+        let r = Reference::parse(&format!("c.azurecr.io/app:v1@{d}")).unwrap();
+        assert_eq!(r.manifest_ref(), d);
+        assert_eq!(r.to_string(), format!("c.azurecr.io/app:v1@{d}"));
+    }
+
+    #[test]
+    fn refuses_bad_references() {
+        for bad in [
+            "app:1.2",
+            "c.io/App",
+            "c.io/app:-x",
+            "c.io/a..b",
+            "c.io/a/",
+            "c.io/app@sha256:../../x",
+            "c.io/app:",
+            "https://c.io/app",
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn default_registry_is_added_for_short_names() {
+        let login = HostPort::parse("contoso.azurecr.io").unwrap();
+        let r = Reference::parse_with_default("app:1.2", &login).unwrap();
+        assert_eq!(r.to_string(), "contoso.azurecr.io/app:1.2");
+    }
+}
