@@ -150,7 +150,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_digests() {
-        let cases: &[(&str, fn(&DigestError) -> bool)] = &[
+        type Check = fn(&DigestError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("e3b0c44298fc", |e| {
                 matches!(e, DigestError::MissingAlgorithm { .. })
             }),
