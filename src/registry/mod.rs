@@ -1,4 +1,5 @@
 //! The registry client: egress allowlist and redirect policy, authentication, manifests,
 //! and opening blob streams at the region's data endpoint.
 
+pub mod challenge;
 pub mod hostport;
