@@ -3,3 +3,4 @@
 
 pub mod challenge;
 pub mod hostport;
+pub mod policy;
