@@ -16,5 +16,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fetch;
 pub mod oci;
 pub mod registry;
