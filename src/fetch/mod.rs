@@ -1,5 +1,8 @@
-//! Resumable, verified blob download. This layer holds the pure decisions: when to retry
-//! and how long to wait (`policy`), and whether a response continues a partial download
-//! (`range`). Must never do IO itself in these modules; the download loop calls them.
+//! Resumable, verified blob download.
+//!
+//! `policy` (retry or give up, and how long to wait) and `range` (does this response
+//! continue the partial file) are pure decisions: they must never do IO, read the clock or
+//! draw random numbers. The download loop does the IO and asks them.
 
 pub mod policy;
+pub mod range;
