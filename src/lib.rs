@@ -9,6 +9,7 @@
 //! - [`store`]: the crash-safe content store (an OCI image layout plus resumable ingests).
 //! - [`pull`]: one pull: resolve → choose platform → fetch blobs → record in the layout.
 //! - `cli` (in the binary): commands and exit codes.
+//! - `testkit` (feature `testkit`, tests and the demo only): an in-process fake ACR.
 //!
 //! Invariants: no uploads and no host outside the allowlist; credentials only to the login
 //! server and the token realm; nothing visible in the store unless verified; resume from
@@ -19,3 +20,5 @@
 pub mod fetch;
 pub mod oci;
 pub mod registry;
+#[cfg(feature = "testkit")]
+pub mod testkit;

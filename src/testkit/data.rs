@@ -1,0 +1,231 @@
+//! The regional data endpoints: blob bytes for valid, unexpired signed links, with Range
+//! support and the body misbehaviours. `serve_blob` is shared with the login server's
+//! `blob_direct` mode.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{
+    ACCEPT_RANGES, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap,
+    HeaderName, RANGE,
+};
+use hyper::{Method, Request, Response};
+
+use super::body::{FakeBody, Shaping};
+use super::http::{header_str, respond};
+use super::state::{Knobs, ServerName, Shared, lock};
+use crate::oci::Digest;
+
+pub(crate) fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>) -> Response<FakeBody> {
+    let region = server.region().unwrap_or("eastus");
+    let head = *req.method() == Method::HEAD;
+    if !head && *req.method() != Method::GET {
+        return storage_error(
+            405,
+            "UnsupportedHttpVerb",
+            "The resource doesn't support the specified HTTP verb.",
+        );
+    }
+    let Some(id) = req.uri().path().strip_prefix("/blob/") else {
+        return storage_error(404, "ResourceNotFound", "The specified resource does not exist.");
+    };
+    if req.headers().contains_key(AUTHORIZATION) && lock(&shared.knobs).data_rejects_authorization {
+        return storage_error(
+            400,
+            "InvalidAuthenticationInfo",
+            "Authentication information is not given in the correct format.",
+        );
+    }
+    let sig = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "sig")
+        .map(|(_, v)| v.into_owned());
+    let digest = {
+        let links = lock(&shared.links);
+        let Some(link) = links.get(id) else {
+            return denied("Signature did not match.");
+        };
+        if sig.as_deref() != Some(link.sig.as_str()) || link.region != region {
+            return denied("Signature did not match.");
+        }
+        if link.expires <= Instant::now() {
+            return denied("Signed expiry time has passed.");
+        }
+        link.digest
+    };
+    let Some(data) = lock(&shared.content).blobs.get(&digest).cloned() else {
+        return storage_error(404, "BlobNotFound", "The specified blob does not exist.");
+    };
+    serve_blob(shared, &digest, data, req.headers(), head, false)
+}
+
+fn denied(message: &str) -> Response<FakeBody> {
+    storage_error(403, "AuthenticationFailed", message)
+}
+
+/// An Azure-storage-style XML error.
+fn storage_error(status: u16, code: &str, message: &str) -> Response<FakeBody> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let headers = [
+        (CONTENT_TYPE, "application/xml".to_string()),
+        (CONTENT_LENGTH, body.len().to_string()),
+    ];
+    respond(status, &headers, FakeBody::full(body))
+}
+
+/// `bytes=N-` or `bytes=N-M`; anything else is ignored (RFC 9110 allows that).
+fn parse_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let start = a.trim().parse().ok()?;
+    let end = match b.trim() {
+        "" => None,
+        e => Some(e.parse().ok()?),
+    };
+    match end {
+        Some(e) if e < start => None,
+        _ => Some((start, end)),
+    }
+}
+
+/// Take one use of `cut_after`, if armed.
+fn take_cut(knobs: &mut Knobs) -> Option<u64> {
+    let (n, times) = knobs.cut_after?;
+    knobs.cut_after = if times > 1 { Some((n, times - 1)) } else { None };
+    (times > 0).then_some(n)
+}
+
+/// Answer a blob GET/HEAD for `data`, applying Range and the body knobs.
+pub(crate) fn serve_blob(
+    shared: &Shared,
+    digest: &Digest,
+    data: Bytes,
+    req_headers: &HeaderMap,
+    head: bool,
+    docker_digest: bool,
+) -> Response<FakeBody> {
+    let size = data.len() as u64;
+    let knobs = body_knobs(&lock(&shared.knobs));
+    let range = if knobs.ignore_range {
+        None
+    } else {
+        header_str(req_headers, &RANGE).and_then(parse_range)
+    };
+    let mut headers: Vec<(HeaderName, String)> = vec![
+        (CONTENT_TYPE, "application/octet-stream".to_string()),
+        (ACCEPT_RANGES, "bytes".to_string()),
+    ];
+    if docker_digest {
+        headers.push((
+            HeaderName::from_static("docker-content-digest"),
+            digest.to_string(),
+        ));
+    }
+    if let Some(encoding) = knobs.content_encoding {
+        headers.push((CONTENT_ENCODING, encoding));
+    }
+    let (status, start, end) = match range {
+        Some((start, _)) if start >= size => {
+            headers.push((CONTENT_RANGE, format!("bytes */{size}")));
+            headers.push((CONTENT_LENGTH, "0".to_string()));
+            return respond(416, &headers, FakeBody::empty());
+        }
+        Some((start, end)) => {
+            let end = end.unwrap_or(size - 1).min(size - 1);
+            let shown = match (knobs.wrong_content_range, start) {
+                (false, s) => s,
+                (true, 0) => 1,
+                (true, _) => 0,
+            };
+            headers.push((CONTENT_RANGE, format!("bytes {shown}-{end}/{size}")));
+            (206, start, end + 1)
+        }
+        None => (200, 0, size),
+    };
+    let mut parts = Vec::new();
+    let flip = (knobs.corrupt_blob.as_ref() == Some(digest) && size > 0).then_some(size / 2);
+    match flip {
+        Some(p) if (start..end).contains(&p) => {
+            parts.push(data.slice(start as usize..p as usize));
+            parts.push(Bytes::from(vec![data[p as usize] ^ 0xff]));
+            parts.push(data.slice(p as usize + 1..end as usize));
+        }
+        _ => parts.push(data.slice(start as usize..end as usize)),
+    }
+    if knobs.extra_bytes > 0 {
+        let mut garbage = vec![0u8; usize::try_from(knobs.extra_bytes).unwrap_or(0)];
+        rand::fill(&mut garbage[..]);
+        parts.push(Bytes::from(garbage));
+    }
+    let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    headers.push((CONTENT_LENGTH, total.to_string()));
+    if head {
+        return respond(status, &headers, FakeBody::empty());
+    }
+    let cut_at = if total > 0 {
+        take_cut(&mut lock(&shared.knobs))
+    } else {
+        None
+    };
+    let shaping = Shaping {
+        rate: knobs.rate_limit,
+        cut_at,
+    };
+    respond(status, &headers, FakeBody::streamed(parts, shaping))
+}
+
+/// The knobs `serve_blob` reads, copied out so the lock is held briefly.
+struct BodyKnobs {
+    ignore_range: bool,
+    extra_bytes: u64,
+    corrupt_blob: Option<Digest>,
+    rate_limit: Option<u64>,
+    wrong_content_range: bool,
+    content_encoding: Option<String>,
+}
+
+fn body_knobs(k: &Knobs) -> BodyKnobs {
+    BodyKnobs {
+        ignore_range: k.ignore_range,
+        extra_bytes: k.extra_bytes,
+        corrupt_blob: k.corrupt_blob,
+        rate_limit: k.rate_limit,
+        wrong_content_range: k.wrong_content_range,
+        content_encoding: k.content_encoding.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=10-"), Some((10, None)));
+        assert_eq!(parse_range("bytes=0-9"), Some((0, Some(9))));
+        assert_eq!(parse_range("bytes=9-0"), None);
+        assert_eq!(parse_range("bytes=-5"), None);
+        assert_eq!(parse_range("bytes=1-2,4-5"), None);
+        assert_eq!(parse_range("items=1-"), None);
+        assert_eq!(parse_range("bytes=x-"), None);
+    }
+
+    #[test]
+    fn cut_counts_down() {
+        let mut k = Knobs {
+            cut_after: Some((5, 2)),
+            ..Knobs::default()
+        };
+        assert_eq!(take_cut(&mut k), Some(5));
+        assert_eq!(take_cut(&mut k), Some(5));
+        assert_eq!(take_cut(&mut k), None);
+        k.cut_after = Some((5, 0));
+        assert_eq!(take_cut(&mut k), None);
+        assert!(k.cut_after.is_none());
+    }
+}
