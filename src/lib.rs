@@ -16,5 +16,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod oci;
 pub mod registry;
