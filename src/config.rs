@@ -1356,3 +1356,6 @@ impl EndpointCtx<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;
