@@ -12,6 +12,15 @@
 //! IO: reads the config file, the endpoints file, and the metadata (never the content) of
 //! secret files. Secrets are read later, with [`load_secret`], when a credential is needed.
 //!
+//! Layout (every key optional unless marked; unknown keys are errors):
+//! - `registry` (required): `login_server` (required), `region`, `data_endpoints`,
+//!   `endpoints_file`, `auth` (`{username, password_file}` or `{refresh_token_file}`),
+//!   `ca_file`, `resolve` (host → IP), `realm_hosts`, `blob_source`, `proxy`
+//!   (`http://host:port`).
+//! - `store`: `path`, `checkpoint_bytes`, `lock_wait_secs`.
+//! - `platform`, `images` (`[{ref, interval_secs}]`), `concurrency`,
+//!   `timeouts` (`{connect_secs, idle_read_secs}`).
+//!
 //! Raw serde structs stay private; everything public is already validated.
 
 mod acr;
