@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod fetch;
 pub mod oci;
 pub mod registry;
