@@ -18,3 +18,4 @@
 
 pub mod oci;
 pub mod registry;
+pub mod store;
