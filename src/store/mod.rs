@@ -126,7 +126,7 @@ pub enum StoreError {
     },
     /// A write would go past the descriptor size; nothing was written.
     #[error(
-        "blob {digest} would grow to {attempted} bytes but its descriptor says {size}; the source sent too much, so the download must be discarded"
+        "blob {digest} would grow to {attempted} bytes but its descriptor says {size}; nothing past {size} was written: the source is sending too much, so stop this transfer and fetch the blob again from zero"
     )]
     SizeExceeded {
         /// The blob.
@@ -519,5 +519,85 @@ impl Store {
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         let index = layout::read_index(&self.layout_dir())?;
         verify::run(&self.blobs_dir(), &index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_object_and_the_fix_without_repeating_the_cause() {
+        let d = Digest::of(b"x");
+        let p = PathBuf::from("/var/lib/edgepull/oci/blobs/sha256/abc");
+        let ds = d.to_string();
+        let cases = [
+            (
+                StoreError::Locked {
+                    path: PathBuf::from("/var/lib/edgepull/lock"),
+                    holder_pid: Some(42),
+                    waited: Duration::from_secs(1),
+                },
+                vec!["/var/lib/edgepull/lock", "pid 42", "stop that edgepull process"],
+            ),
+            (
+                StoreError::Locked {
+                    path: PathBuf::from("/l"),
+                    holder_pid: None,
+                    waited: Duration::ZERO,
+                },
+                vec!["another process"],
+            ),
+            (
+                StoreError::Io {
+                    op: "fsync",
+                    path: p.clone(),
+                    source: io::Error::other("disk on fire"),
+                },
+                vec!["fsync", "/var/lib/edgepull/oci/blobs/sha256/abc", "not full"],
+            ),
+            (
+                StoreError::DigestMismatch {
+                    expected: d,
+                    actual: Digest::of(b"y"),
+                    path: p.clone(),
+                },
+                vec![ds.as_str(), "fetch it again"],
+            ),
+            (
+                StoreError::SizeExceeded {
+                    digest: d,
+                    size: 10,
+                    attempted: 11,
+                },
+                vec![ds.as_str(), "11", "10"],
+            ),
+            (StoreError::Busy { digest: d }, vec![ds.as_str(), "wait"]),
+        ];
+        for (err, wants) in cases {
+            let msg = err.to_string();
+            for w in wants {
+                assert!(msg.contains(w), "{msg:?} lacks {w:?}");
+            }
+            assert!(!msg.contains("disk on fire"), "cause repeated in {msg:?}");
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let d = Digest::of(b"x");
+        let integrity = StoreError::CorruptBlob {
+            digest: d,
+            actual: d,
+            path: PathBuf::new(),
+        };
+        assert!(integrity.is_integrity() && !integrity.is_io());
+        let locked = StoreError::Locked {
+            path: PathBuf::new(),
+            holder_pid: None,
+            waited: Duration::ZERO,
+        };
+        assert!(locked.is_locked() && !locked.is_integrity());
+        assert!(StoreError::Busy { digest: d }.is_busy());
     }
 }
