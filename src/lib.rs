@@ -21,5 +21,6 @@ pub mod config;
 pub mod fetch;
 pub mod oci;
 pub mod registry;
+pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
