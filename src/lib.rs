@@ -18,9 +18,27 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod exit;
 pub mod fetch;
 pub mod oci;
+pub mod progress;
+pub mod pull;
 pub mod registry;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+
+/// An error and its causes on one line (`a: b: c`), for logs and retry reasons.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
+}

@@ -653,8 +653,10 @@ async fn client_files_connections_and_shutdown() {
     assert_eq!(reg["login_server"], fake.login_host().to_string());
     assert_eq!(reg["region"], "eastus");
     assert_eq!(reg["data_endpoints"][0], fake.data_endpoint("eastus").to_string());
-    assert_eq!(reg["resolve"]["contoso.westus.data.azurecr.test"], "127.0.0.1");
-    assert_eq!(reg["resolve"].as_object().unwrap().len(), 4);
+    // Only the allowed hosts are pinned: edgepull refuses pins for any other name.
+    assert_eq!(reg["resolve"]["contoso.eastus.data.azurecr.test"], "127.0.0.1");
+    assert_eq!(reg["resolve"]["contoso.azurecr.test"], "127.0.0.1");
+    assert_eq!(reg["resolve"].as_object().unwrap().len(), 2);
     assert_eq!(reg["auth"]["username"], "puller");
     let pw_file = reg["auth"]["password_file"].as_str().unwrap();
     assert_eq!(std::fs::read_to_string(pw_file).unwrap(), "pw");

@@ -20,6 +20,11 @@ const MAX_SECRET_BYTES: u64 = 64 * 1024;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wrap a secret obtained elsewhere (tests, tokens).
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
     /// The secret text, for building a request. Never log it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -1,6 +1,9 @@
 //! The registry client: egress allowlist and redirect policy, authentication, manifests,
 //! and opening blob streams at the region's data endpoint.
 
+pub mod auth;
 pub mod challenge;
+pub mod client;
 pub mod hostport;
+pub mod http;
 pub mod policy;

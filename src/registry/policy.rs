@@ -168,6 +168,23 @@ pub enum PolicyError {
         hp(.host)
     )]
     UnexpectedResponder { host: HostPort },
+    /// A request URL without a host.
+    #[error("refusing a request to {url}: it names no host")]
+    NoHost { url: String },
+    /// A request to a host outside the allowlist (the last line of defence: the redirect and
+    /// realm checks should have refused it earlier).
+    #[error(
+        "refusing to connect to {}: it is not in the egress allowlist ({})",
+        hp(.host),
+        list(.allowed)
+    )]
+    HostNotAllowed { host: HostPort, allowed: Vec<HostPort> },
+    /// Credentials were about to go to a host that may not receive them.
+    #[error(
+        "refusing to send credentials to {}: only the login server and the token realm receive them",
+        hp(.host)
+    )]
+    CredentialsRefused { host: HostPort },
 }
 
 /// What to do with a response to a blob request.

@@ -93,9 +93,13 @@ fn parse_range(value: &str) -> Option<(u64, Option<u64>)> {
     }
 }
 
-/// Take one use of `cut_after`, if armed.
-fn take_cut(knobs: &mut Knobs) -> Option<u64> {
+/// Take one use of `cut_after`, if armed and the body (`total` bytes) is long enough to be
+/// cut; shorter bodies pass untouched and do not use up the knob.
+fn take_cut(knobs: &mut Knobs, total: u64) -> Option<u64> {
     let (n, times) = knobs.cut_after?;
+    if n >= total {
+        return None;
+    }
     knobs.cut_after = if times > 1 { Some((n, times - 1)) } else { None };
     (times > 0).then_some(n)
 }
@@ -167,11 +171,7 @@ pub(crate) fn serve_blob(
     if head {
         return respond(status, &headers, FakeBody::empty());
     }
-    let cut_at = if total > 0 {
-        take_cut(&mut lock(&shared.knobs))
-    } else {
-        None
-    };
+    let cut_at = take_cut(&mut lock(&shared.knobs), total);
     let shaping = Shaping {
         rate: knobs.rate_limit,
         cut_at,
@@ -221,11 +221,16 @@ mod tests {
             cut_after: Some((5, 2)),
             ..Knobs::default()
         };
-        assert_eq!(take_cut(&mut k), Some(5));
-        assert_eq!(take_cut(&mut k), Some(5));
-        assert_eq!(take_cut(&mut k), None);
+        assert_eq!(
+            take_cut(&mut k, 3),
+            None,
+            "a short body is not cut and keeps the knob"
+        );
+        assert_eq!(take_cut(&mut k, 10), Some(5));
+        assert_eq!(take_cut(&mut k, 10), Some(5));
+        assert_eq!(take_cut(&mut k, 10), None);
         k.cut_after = Some((5, 0));
-        assert_eq!(take_cut(&mut k), None);
+        assert_eq!(take_cut(&mut k, 10), None);
         assert!(k.cut_after.is_none());
     }
 }

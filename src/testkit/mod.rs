@@ -505,9 +505,10 @@ impl FakeRegistry {
             }
             AuthMode::RefreshToken { .. } => Some(json!({"refresh_token_file": secret("refresh_token")})),
         };
-        let resolve: HashMap<String, String> = ServerName::ALL
+        // Only the hosts this config allows: edgepull refuses pins for any other name.
+        let resolve: HashMap<String, String> = [self.login_host(), self.data_endpoint(region)]
             .iter()
-            .map(|s| (s.host(), self.ip().to_string()))
+            .map(|h| (h.host().to_string(), self.ip().to_string()))
             .collect();
         let mut registry = json!({
             "login_server": self.login_host().to_string(),

@@ -1,0 +1,203 @@
+//! The edgepull demo: a fake Azure Container Registry on loopback (login server, token
+//! realm, data endpoints for eastus and westus, all TLS) and the real pull path against it.
+//!
+//! `cargo run --release --example demo` pulls a multi-arch image as an arm64 device in
+//! eastus — with progress, one dropped connection that resumes with a `Range` request, and
+//! the store listed and verified — then shows the refusal of a redirect to westus.
+//!
+//! `cargo run --release --example demo -- --serve DIR` only starts the registry (same
+//! image), writes `DIR/config.json` for the `edgepull` binary, and waits for Ctrl-C: for
+//! trying the CLI by hand and for measuring it (`/usr/bin/time -v edgepull pull ...`).
+//! `DEMO_LAYER_MIB` sets the size of the big arm64 layer (default 48).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgepull::config::Config;
+use edgepull::oci::{Platform, Reference};
+use edgepull::progress::{Bars, LogLines, Progress};
+use edgepull::pull::Puller;
+use edgepull::store::Store;
+use edgepull::testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName, random_bytes};
+
+const REPO: &str = "app";
+
+fn push_demo_image(fake: &FakeRegistry, tag: &str, big_mib: usize) {
+    let p = |s: &str| Platform::parse(s).expect("valid demo platform");
+    fake.push_index(
+        REPO,
+        tag,
+        vec![
+            (
+                p("linux/amd64"),
+                vec![random_bytes(2 << 20), random_bytes(512 << 10)],
+            ),
+            (
+                p("linux/arm64/v8"),
+                vec![
+                    random_bytes(big_mib << 20),
+                    random_bytes(3 << 20),
+                    random_bytes(300 << 10),
+                ],
+            ),
+            (p("linux/arm/v7"), vec![random_bytes(2 << 20)]),
+        ],
+    );
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDGEPULL_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let big_mib: usize = std::env::var("DEMO_LAYER_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
+    let fake = FakeRegistry::start_blocking(FakeOptions {
+        auth: AuthMode::Token {
+            user: "device-42".into(),
+            pass: hex_token(),
+        },
+        ..Default::default()
+    });
+    push_demo_image(&fake, "1.2", big_mib);
+
+    if args.first().map(String::as_str) == Some("--serve") {
+        let dir = PathBuf::from(args.get(1).ok_or("usage: demo --serve DIR")?);
+        return serve(&fake, &dir);
+    }
+
+    let work = tempfile::tempdir()?;
+    let config_path = fake.write_client_files(work.path());
+    println!("edgepull demo");
+    println!("  login server   {}", fake.login_host());
+    println!(
+        "  data endpoint  {} (eastus, the device's region)",
+        fake.data_endpoint("eastus")
+    );
+    println!(
+        "  other region   {} (westus: must never be contacted)",
+        fake.data_endpoint("westus")
+    );
+    println!("  store          {}\n", work.path().join("store").display());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let cfg = Config::load(&config_path)?;
+        let store = Store::open(&cfg.store.path, cfg.store.lock_wait)?;
+        let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+            Arc::new(Bars::new())
+        } else {
+            Arc::new(LogLines::new(Duration::from_secs(2)))
+        };
+        let puller = Puller::from_config(&cfg, store.clone(), progress)?;
+
+        // A slow, flaky link: 64 MiB/s, and the first blob body is cut half-way.
+        fake.update_knobs(|k| {
+            k.rate_limit = Some(64 << 20);
+            k.cut_after = Some(((big_mib as u64) << 19, 1));
+        });
+        let reference = Reference::parse_with_default(&format!("{REPO}:1.2"), &cfg.registry.login_server)?;
+        println!(
+            "1) pull {reference} as {} (one connection is cut half-way)",
+            cfg.platform
+        );
+        let report = puller.pull(&reference).await?;
+        println!(
+            "   {} -> {} ({})",
+            report.reference,
+            report.manifest.digest,
+            report
+                .platform
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default()
+        );
+        println!(
+            "   {} blobs, {} bytes received, {} bytes fetched twice\n",
+            report.blobs, report.bytes_received, report.bytes_refetched
+        );
+        let ranged: Vec<_> = fake
+            .requests_to(ServerName::EastUs)
+            .into_iter()
+            .filter_map(|r| r.range)
+            .collect();
+        println!(
+            "   resumed with: {}",
+            if ranged.is_empty() {
+                "(no Range request)".to_string()
+            } else {
+                ranged.join(", ")
+            }
+        );
+        let auth_to_data = fake
+            .requests()
+            .iter()
+            .filter(|r| {
+                matches!(r.server, ServerName::EastUs | ServerName::WestUs) && r.auth_scheme.is_some()
+            })
+            .count();
+        println!("   requests with Authorization at data endpoints: {auth_to_data}\n");
+
+        println!("2) store list");
+        for image in store.images()? {
+            println!("   {}\t{}", image.ref_name, image.descriptor.digest);
+        }
+        let verify = store.verify()?;
+        println!(
+            "   store verify: {} blobs checked, {} corrupt\n",
+            verify.checked,
+            verify.corrupt.len()
+        );
+
+        println!("3) the login server now redirects blobs to westus");
+        push_demo_image(&fake, "1.3", 1);
+        fake.update_knobs(|k| {
+            k.redirect_region = "westus".into();
+            k.cut_after = None;
+        });
+        let next = Reference::parse_with_default(&format!("{REPO}:1.3"), &cfg.registry.login_server)?;
+        match puller.pull(&next).await {
+            Ok(r) => println!("   UNEXPECTED: pulled {}", r.manifest.digest),
+            Err(e) => {
+                println!("   refused: {}", edgepull::error_chain(&e));
+                println!("   exit code a CLI pull would return: {}", e.category().code());
+            }
+        }
+        println!(
+            "   connections made to westus: {}",
+            fake.connections(ServerName::WestUs)
+        );
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(())
+}
+
+fn serve(fake: &FakeRegistry, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let config = fake.try_write_client_files(dir, "eastus")?;
+    println!("fake registry up; config written to {}", config.display());
+    println!(
+        "try: edgepull pull --config {} {}/{REPO}:1.2",
+        config.display(),
+        fake.login_host()
+    );
+    println!("press Ctrl-C to stop");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(tokio::signal::ctrl_c())?;
+    Ok(())
+}
+
+fn hex_token() -> String {
+    random_bytes(16).iter().map(|b| format!("{b:02x}")).collect()
+}

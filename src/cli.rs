@@ -1,0 +1,334 @@
+//! Command line: `pull`, `endpoints`, `store list|verify`. Turns errors into exit codes.
+//!
+//! Owns: argument parsing, logging set-up, and human/JSON output. The work itself lives in
+//! the library ([`edgepull::pull`], [`edgepull::store`], [`edgepull::config`]).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use edgepull::config::{Config, default_path};
+use edgepull::exit::Category;
+use edgepull::oci::Reference;
+use edgepull::progress::{Bars, LogLines, Progress};
+use edgepull::pull::Puller;
+use edgepull::store::Store;
+
+/// Keeps OCI images in sync on edge devices; blobs come only from the region's data endpoint.
+#[derive(Parser, Debug)]
+#[command(name = "edgepull", version = version(), about)]
+pub struct Cli {
+    /// Config file [default: $EDGEPULL_CONFIG, else /etc/edgepull/config.json]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pull images (the given references, or the config's `images`) into the store.
+    Pull {
+        /// References like contoso.azurecr.io/app:1.2 (or app:1.2 for the login server).
+        refs: Vec<String>,
+        /// Never draw progress bars, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Show the login server, data endpoint(s), realm hosts and the firewall allowlist.
+    Endpoints {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect the local store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// List images (reference and manifest digest).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every blob; exit non-zero naming any that is corrupt.
+    Verify,
+}
+
+/// `0.1.0 (aarch64-unknown-linux-musl, commit 0123456789ab)`; the build script sets both.
+fn version() -> &'static str {
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} ({}, commit {})",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("EDGEPULL_TARGET").unwrap_or("unknown target"),
+            option_env!("EDGEPULL_GIT_COMMIT").unwrap_or("unknown")
+        )
+    });
+    VERSION.as_str()
+}
+
+/// A failure with its exit category; `main` prints the chain.
+pub struct Failure {
+    pub category: Category,
+    pub error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Failure {
+    fn new(category: Category, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            category,
+            error: Box::new(e),
+        }
+    }
+}
+
+/// A plain message as an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("EDGEPULL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    let path = default_path(cli.config.as_deref());
+    let cfg = Config::load(&path).map_err(|e| Failure::new(Category::Config, e))?;
+    for note in &cfg.notes {
+        tracing::warn!(config = %cfg.path.display(), "{note}");
+    }
+    Ok(cfg)
+}
+
+fn open_store(cfg: &Config) -> Result<Store, Failure> {
+    Store::open(&cfg.store.path, cfg.store.lock_wait).map_err(|e| {
+        let cat = if e.is_integrity() {
+            Category::Integrity
+        } else {
+            Category::Store
+        };
+        Failure::new(cat, e)
+    })
+}
+
+/// Run the command line; the `Ok` value is the exit code.
+pub async fn run(cli: Cli) -> Result<u8, Failure> {
+    init_logging(cli.log_format);
+    match &cli.command {
+        Command::Pull { refs, no_progress } => pull(&cli, refs, *no_progress).await,
+        Command::Endpoints { json } => endpoints(&cli, *json),
+        Command::Store {
+            command: StoreCommand::List { json },
+        } => store_list(&cli, *json),
+        Command::Store {
+            command: StoreCommand::Verify,
+        } => store_verify(&cli),
+    }
+}
+
+async fn pull(cli: &Cli, refs: &[String], no_progress: bool) -> Result<u8, Failure> {
+    let cfg = load_config(cli)?;
+    if cfg.platform_defaulted {
+        tracing::info!(platform = %cfg.platform, "platform not configured; using this build's platform");
+    }
+    let references: Vec<Reference> = if refs.is_empty() {
+        cfg.images.iter().map(|i| i.reference.clone()).collect()
+    } else {
+        refs.iter()
+            .map(|r| {
+                let parsed = Reference::parse_with_default(r, &cfg.registry.login_server)
+                    .map_err(|e| Failure::new(Category::Usage, e))?;
+                if parsed.registry() != &cfg.registry.login_server {
+                    return Err(Failure::new(
+                        Category::Usage,
+                        Message(format!(
+                            "reference {r} names registry {} but the configured login server is {}; edgepull only pulls from its login server",
+                            parsed.registry(),
+                            cfg.registry.login_server
+                        )),
+                    ));
+                }
+                Ok(parsed)
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if references.is_empty() {
+        return Err(Failure::new(
+            Category::Usage,
+            Message(format!(
+                "nothing to pull: give references or list \"images\" in {}",
+                cfg.path.display()
+            )),
+        ));
+    }
+    let store = open_store(&cfg)?;
+    let progress: Arc<dyn Progress> = if !no_progress && std::io::stderr().is_terminal() {
+        Arc::new(Bars::new())
+    } else {
+        Arc::new(LogLines::new(Duration::from_secs(10)))
+    };
+    let puller = Puller::from_config(&cfg, store, progress).map_err(|e| Failure::new(e.category(), e))?;
+    let mut worst: Option<Category> = None;
+    for r in &references {
+        match puller.pull(r).await {
+            Ok(rep) => {
+                let platform = rep
+                    .platform
+                    .as_ref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default();
+                println!("{} -> {}{platform}", rep.reference, rep.manifest.digest);
+                tracing::info!(
+                    reference = %rep.reference, digest = %rep.manifest.digest, blobs = rep.blobs,
+                    already_present = rep.blobs_present, bytes_received = rep.bytes_received,
+                    bytes_resumed = rep.bytes_resumed, bytes_refetched = rep.bytes_refetched, "pull complete"
+                );
+            }
+            Err(e) => {
+                let cat = e.category();
+                crate::report(&e);
+                worst = Some(match worst {
+                    Some(w) if w.severity() >= cat.severity() => w,
+                    _ => cat,
+                });
+            }
+        }
+    }
+    Ok(worst.map(Category::code).unwrap_or(0))
+}
+
+fn endpoints(cli: &Cli, json: bool) -> Result<u8, Failure> {
+    let cfg = load_config(cli)?;
+    let r = &cfg.registry;
+    if json {
+        let v = serde_json::json!({
+            "login_server": r.login_server.to_string(),
+            "region": r.region,
+            "data_endpoints": r.data_endpoints.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+            "data_endpoint_source": r.data_endpoint_source.as_ref().map(|s| s.to_string()),
+            "realm_hosts": r.realm_hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+            "blob_source": r.blob_source.as_str(),
+            "proxy": r.proxy.as_ref().map(|p| p.to_string()),
+            "allowlist": cfg.firewall_lines(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("login server:    {}", r.login_server);
+        println!("region:          {}", r.region.as_deref().unwrap_or("(not set)"));
+        let source = r
+            .data_endpoint_source
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        for d in &r.data_endpoints {
+            println!("data endpoint:   {d}   (from {source})");
+        }
+        if r.data_endpoints.is_empty() {
+            println!("data endpoint:   (none; blobs come from the login server: blob_source = registry)");
+        }
+        let realms: Vec<String> = r.realm_hosts.iter().map(|h| h.to_string()).collect();
+        println!(
+            "realm hosts:     {}",
+            if realms.is_empty() {
+                format!("{} (login server only)", r.login_server)
+            } else {
+                realms.join(", ")
+            }
+        );
+        if let Some(p) = &r.proxy {
+            println!("proxy:           {p}");
+        }
+        println!("\nfirewall allowlist (host:port, one per line):");
+        for line in cfg.firewall_lines() {
+            println!("{line}");
+        }
+    }
+    Ok(0)
+}
+
+fn store_list(cli: &Cli, json: bool) -> Result<u8, Failure> {
+    let cfg = load_config(cli)?;
+    let store = open_store(&cfg)?;
+    let images = store.images().map_err(|e| Failure::new(Category::Store, e))?;
+    if json {
+        let v: Vec<_> = images
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "ref": i.ref_name,
+                    "digest": i.descriptor.digest.to_string(),
+                    "media_type": i.descriptor.media_type,
+                    "size": i.descriptor.size,
+                    "source_index": i.source_index.map(|d| d.to_string()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else if images.is_empty() {
+        println!("(no images in {})", store.layout_dir().display());
+    } else {
+        for i in &images {
+            println!("{}\t{}", i.ref_name, i.descriptor.digest);
+        }
+    }
+    Ok(0)
+}
+
+fn store_verify(cli: &Cli) -> Result<u8, Failure> {
+    let cfg = load_config(cli)?;
+    let store = open_store(&cfg)?;
+    let report = store.verify().map_err(|e| Failure::new(Category::Store, e))?;
+    use edgepull::store::Corruption;
+    for bad in &report.corrupt {
+        let why = match &bad.problem {
+            Corruption::DigestMismatch { actual } => format!("content hashes to {actual}"),
+            Corruption::SizeMismatch { expected, actual } => format!("{actual} bytes, {expected} expected"),
+            Corruption::NotAFile => "not a regular file".to_string(),
+        };
+        eprintln!("CORRUPT {} at {}: {why}", bad.digest, bad.path.display());
+    }
+    for path in &report.misnamed {
+        eprintln!("MISNAMED {} (not a sha256 digest name)", path.display());
+    }
+    for d in &report.missing {
+        eprintln!("MISSING {d} (referenced by an image but absent)");
+    }
+    println!(
+        "{} blob(s), {} bytes checked: {} corrupt, {} misnamed, {} missing",
+        report.checked,
+        report.bytes,
+        report.corrupt.len(),
+        report.misnamed.len(),
+        report.missing.len()
+    );
+    Ok(if report.is_clean() {
+        0
+    } else {
+        Category::Integrity.code()
+    })
+}

@@ -1,0 +1,168 @@
+//! Progress reporting for blob transfers: bars on a terminal, log lines otherwise.
+//!
+//! Owns: how progress is shown. It is told about offsets; it never touches the network or
+//! the store, and it never prints URLs (only digests and sizes).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::fetch::FetchStats;
+use crate::oci::{Descriptor, Digest};
+
+/// Receives transfer events. Implementations must be cheap: `advance` runs per chunk.
+pub trait Progress: Send + Sync {
+    /// A transfer starts (or resumes) at `offset`.
+    fn start(&self, desc: &Descriptor, offset: u64);
+    /// `offset` bytes are now stored.
+    fn advance(&self, desc: &Descriptor, offset: u64);
+    /// The transfer went back to byte 0.
+    fn restart(&self, desc: &Descriptor);
+    /// Done and verified.
+    fn finish(&self, desc: &Descriptor, stats: &FetchStats);
+    /// Given up.
+    fn fail(&self, desc: &Descriptor);
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn start(&self, _: &Descriptor, _: u64) {}
+    fn advance(&self, _: &Descriptor, _: u64) {}
+    fn restart(&self, _: &Descriptor) {}
+    fn finish(&self, _: &Descriptor, _: &FetchStats) {}
+    fn fail(&self, _: &Descriptor) {}
+}
+
+/// Per-blob bars with bytes, rate and ETA.
+pub struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<Digest, ProgressBar>>,
+}
+
+impl Default for Bars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bars {
+    /// Bars drawn on stderr.
+    pub fn new() -> Self {
+        Self {
+            multi: MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bar(&self, d: &Digest) -> Option<ProgressBar> {
+        self.bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(d)
+            .cloned()
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, desc: &Descriptor, offset: u64) {
+        let bar = self.multi.add(ProgressBar::new(desc.size));
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(desc.digest.short());
+        bar.set_position(offset);
+        if offset > 0 {
+            bar.set_message(format!("(resumed at {offset})"));
+        }
+        bar.reset_eta();
+        self.bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(desc.digest, bar);
+    }
+    fn advance(&self, desc: &Descriptor, offset: u64) {
+        if let Some(b) = self.bar(&desc.digest) {
+            b.set_position(offset);
+        }
+    }
+    fn restart(&self, desc: &Descriptor) {
+        if let Some(b) = self.bar(&desc.digest) {
+            b.set_position(0);
+            b.set_message("(restarted)");
+        }
+    }
+    fn finish(&self, desc: &Descriptor, _: &FetchStats) {
+        if let Some(b) = self.bar(&desc.digest) {
+            b.finish_with_message("verified");
+        }
+    }
+    fn fail(&self, desc: &Descriptor) {
+        if let Some(b) = self.bar(&desc.digest) {
+            b.abandon_with_message("failed");
+        }
+    }
+}
+
+/// Plain log lines: start, every `every` (or each quarter), and the end.
+pub struct LogLines {
+    every: Duration,
+    state: Mutex<HashMap<Digest, (Instant, Instant, u64, u8)>>,
+}
+
+impl LogLines {
+    /// Log at most once per `every` per blob (plus quarter marks).
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Progress for LogLines {
+    fn start(&self, desc: &Descriptor, offset: u64) {
+        tracing::info!(digest = %desc.digest, size = desc.size, offset, "downloading blob");
+        let now = Instant::now();
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(desc.digest, (now, now, offset, 0));
+    }
+    fn advance(&self, desc: &Descriptor, offset: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((started, last, start_off, quarter)) = st.get_mut(&desc.digest) else {
+            return;
+        };
+        let q = (offset.saturating_mul(4) / desc.size.max(1)) as u8;
+        if last.elapsed() >= self.every || q > *quarter {
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            let rate = (offset.saturating_sub(*start_off)) as f64 / secs;
+            tracing::info!(digest = %desc.digest, offset, size = desc.size, rate_bytes_per_sec = rate as u64, "blob progress");
+            *last = Instant::now();
+            *quarter = q;
+        }
+    }
+    fn restart(&self, desc: &Descriptor) {
+        tracing::info!(digest = %desc.digest, "blob restarted from zero");
+    }
+    fn finish(&self, desc: &Descriptor, stats: &FetchStats) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&desc.digest);
+        tracing::info!(digest = %desc.digest, size = desc.size, received = stats.bytes_received, resumed_from = stats.resumed_from, reconnects = stats.reconnects, "blob verified");
+    }
+    fn fail(&self, desc: &Descriptor) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&desc.digest);
+    }
+}

@@ -1,0 +1,404 @@
+//! Registry authentication: credentials, the Docker token flow and the token cache.
+//!
+//! Owns: turning a `401` challenge into a Bearer token (GET with Basic for passwords and
+//! repository-scoped tokens — ACR refuses the POST password grant —, POST `grant_type=
+//! refresh_token` for ACR refresh tokens, anonymous GET otherwise), the per-scope cache
+//! with expiry on the monotonic clock, and Basic auth when the login server asks for it.
+//! Must never send a credential anywhere but the login server and an allowed realm (the
+//! realm is checked by [`EgressPolicy::check_realm`]), and never print a secret.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde::Deserialize;
+
+use super::challenge::{Challenge, Scheme};
+use super::hostport::HostPort;
+use super::policy::{EgressPolicy, PolicyError};
+use crate::config::Secret;
+
+/// Largest token response read (1 MiB, as containers/image).
+pub const MAX_TOKEN_BYTES: u64 = 1024 * 1024;
+/// Lifetime assumed when the token server sends no `expires_in` (distribution spec).
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The identity edgepull presents.
+pub enum Credentials {
+    /// No credentials: anonymous pull.
+    Anonymous,
+    /// Username and password (ACR repository-scoped token, admin user, service principal).
+    Basic {
+        /// User or token name.
+        username: String,
+        /// Its password.
+        password: Secret,
+    },
+    /// An ACR refresh token, exchanged at the realm with `grant_type=refresh_token`.
+    RefreshToken(Secret),
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("Anonymous"),
+            Credentials::Basic { username, .. } => write!(f, "Basic({username}, [REDACTED])"),
+            Credentials::RefreshToken(_) => f.write_str("RefreshToken([REDACTED])"),
+        }
+    }
+}
+
+/// Why authentication failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The registry demands credentials but none are configured.
+    #[error(
+        "{host} requires credentials ({scheme} challenge) but none are configured; set registry.auth (username + password_file, or refresh_token_file)"
+    )]
+    CredentialsRequired { host: HostPort, scheme: &'static str },
+    /// The challenge names a realm outside the allowlist (or not https).
+    #[error("token realm refused")]
+    Realm(#[source] PolicyError),
+    /// A Bearer challenge without a realm.
+    #[error("{host} sent a Bearer challenge without a realm; cannot obtain a token")]
+    NoRealm { host: HostPort },
+    /// A challenge scheme edgepull does not speak.
+    #[error("{host} asks for {scheme:?} authentication; edgepull supports Bearer (token) and Basic")]
+    UnsupportedScheme { host: HostPort, scheme: String },
+    /// The token server refused the credentials.
+    #[error(
+        "token server {realm_host} answered {status} for scope {scope:?}{detail}; check the username and password file (or refresh token) and that the token may pull this repository"
+    )]
+    TokenRejected {
+        realm_host: HostPort,
+        status: u16,
+        scope: String,
+        detail: String,
+    },
+    /// The token server's reply is not usable.
+    #[error("token server {realm_host} sent an unusable reply: {reason}")]
+    BadTokenReply { realm_host: HostPort, reason: String },
+    /// The registry refused a fresh token (or Basic credentials) for the same request.
+    #[error(
+        "{host} refused the credentials for {what} even after re-authenticating{detail}; the identity may lack pull permission on this repository"
+    )]
+    Rejected {
+        host: HostPort,
+        what: String,
+        detail: String,
+    },
+    /// The token server could not be reached.
+    #[error("cannot reach token server {realm_host}")]
+    Transport {
+        realm_host: HostPort,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl AuthError {
+    /// True when retrying later may help (token server unreachable or 5xx/429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AuthError::Transport { .. } => true,
+            AuthError::TokenRejected { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            _ => false,
+        }
+    }
+}
+
+/// A bearer token; prints as `[REDACTED]`.
+#[derive(Clone)]
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Token([REDACTED], expires in {:?})",
+            self.expires.saturating_duration_since(Instant::now())
+        )
+    }
+}
+
+/// Token server reply: `token` or `access_token`, optional `expires_in`.
+#[derive(Deserialize)]
+struct TokenReply {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<i64>,
+}
+
+/// How long before expiry a token is replaced: a tenth of its life, 1–30 s.
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
+/// Parse a token reply body; pure, for tests.
+fn parse_token_reply(body: &[u8], realm_host: &HostPort, now: Instant) -> Result<Token, AuthError> {
+    let bad = |reason: String| AuthError::BadTokenReply {
+        realm_host: realm_host.clone(),
+        reason,
+    };
+    let reply: TokenReply = serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let value = match (reply.token, reply.access_token) {
+        (Some(t), _) if !t.is_empty() => t,
+        (_, Some(t)) if !t.is_empty() => t,
+        _ => return Err(bad("neither \"token\" nor \"access_token\" is present".into())),
+    };
+    if HeaderValue::from_str(&format!("Bearer {value}")).is_err() {
+        return Err(bad("the token contains characters not allowed in a header".into()));
+    }
+    let lifetime = match reply.expires_in {
+        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        _ => DEFAULT_TOKEN_LIFETIME,
+    };
+    Ok(Token {
+        value,
+        expires: now + lifetime - refresh_margin(lifetime),
+    })
+}
+
+/// Credentials plus the per-scope token cache for one login server.
+pub struct Authenticator {
+    creds: Credentials,
+    login: HostPort,
+    tokens: Mutex<HashMap<String, Token>>,
+    /// Set once the login server answered with a Basic challenge.
+    basic: std::sync::atomic::AtomicBool,
+}
+
+impl Authenticator {
+    /// For `login` with `creds`.
+    pub fn new(login: HostPort, creds: Credentials) -> Self {
+        Self {
+            creds,
+            login,
+            tokens: Mutex::new(HashMap::new()),
+            basic: Default::default(),
+        }
+    }
+
+    /// The `Authorization` value to send to the login server for `scope`, if any is known:
+    /// a cached, unexpired Bearer token, or Basic when the server asked for Basic.
+    pub fn header_for(&self, scope: &str) -> Option<HeaderValue> {
+        if self.basic.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.basic_header();
+        }
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let t = tokens.get(scope)?;
+        if Instant::now() >= t.expires {
+            return None;
+        }
+        bearer(&t.value)
+    }
+
+    /// Forget the cached token of `scope` (after `invalid_token`).
+    pub fn invalidate(&self, scope: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(scope);
+    }
+
+    fn basic_header(&self) -> Option<HeaderValue> {
+        match &self.creds {
+            Credentials::Basic { username, password } => {
+                let raw = format!("{username}:{}", password.expose());
+                let mut v = HeaderValue::from_str(&format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                ))
+                .ok()?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
+    /// Answer a challenge from the login server for `scope`: obtain what the next attempt
+    /// should send. The realm is checked against the policy before any credential leaves.
+    pub async fn respond(
+        &self,
+        http: &reqwest::Client,
+        policy: &EgressPolicy,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<(), AuthError> {
+        match &challenge.scheme {
+            Scheme::Basic => {
+                if !matches!(self.creds, Credentials::Basic { .. }) {
+                    return Err(AuthError::CredentialsRequired {
+                        host: self.login.clone(),
+                        scheme: "Basic",
+                    });
+                }
+                self.basic.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Scheme::Bearer => {
+                let realm = challenge.realm().ok_or_else(|| AuthError::NoRealm {
+                    host: self.login.clone(),
+                })?;
+                let realm = policy.check_realm(realm).map_err(AuthError::Realm)?;
+                let service = challenge.service().unwrap_or(self.login.host()).to_string();
+                let token = self.fetch_token(http, realm, &service, scope).await?;
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(scope.to_string(), token);
+                Ok(())
+            }
+            Scheme::Other(name) => Err(AuthError::UnsupportedScheme {
+                host: self.login.clone(),
+                scheme: name.clone(),
+            }),
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        http: &reqwest::Client,
+        realm: url::Url,
+        service: &str,
+        scope: &str,
+    ) -> Result<Token, AuthError> {
+        let realm_host = HostPort::from_url(&realm).unwrap_or_else(|| self.login.clone());
+        let transport = |source: reqwest::Error| AuthError::Transport {
+            realm_host: realm_host.clone(),
+            source: source.without_url(),
+        };
+        let request = match &self.creds {
+            Credentials::RefreshToken(refresh) => {
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("service", service)
+                    .append_pair("scope", scope)
+                    .append_pair("refresh_token", refresh.expose())
+                    .finish();
+                http.post(realm.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+            creds => {
+                let mut url = realm.clone();
+                url.query_pairs_mut()
+                    .append_pair("service", service)
+                    .append_pair("scope", scope);
+                let mut req = http.get(url);
+                if let (Credentials::Basic { .. }, Some(h)) = (creds, self.basic_header()) {
+                    req = req.header(AUTHORIZATION, h);
+                }
+                req
+            }
+        };
+        let resp = request.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let body = super::client::read_limited(resp, MAX_TOKEN_BYTES)
+            .await
+            .map_err(|e| match e {
+                super::client::LimitedReadError::Transport(source) => transport(source),
+                super::client::LimitedReadError::TooLarge { size } => AuthError::BadTokenReply {
+                    realm_host: realm_host.clone(),
+                    reason: format!("reply of {size} bytes exceeds the {MAX_TOKEN_BYTES}-byte limit"),
+                },
+            })?;
+        if status != 200 {
+            let detail = super::client::error_summary(&body);
+            return Err(AuthError::TokenRejected {
+                realm_host,
+                status,
+                scope: scope.to_string(),
+                detail,
+            });
+        }
+        parse_token_reply(&body, &realm_host, Instant::now())
+    }
+}
+
+fn bearer(token: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// The pull scope for a repository (edgepull never asks for push).
+pub fn pull_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostPort {
+        HostPort::parse("r.example").unwrap()
+    }
+
+    #[test]
+    fn token_reply_table() {
+        let now = Instant::now();
+        let t = parse_token_reply(br#"{"token":"abc","expires_in":300}"#, &host(), now).unwrap();
+        assert_eq!(t.value, "abc");
+        assert_eq!(
+            t.expires,
+            now + Duration::from_secs(300) - Duration::from_secs(30)
+        );
+        let t = parse_token_reply(br#"{"access_token":"xyz"}"#, &host(), now).unwrap();
+        assert_eq!(t.value, "xyz");
+        assert_eq!(
+            t.expires,
+            now + Duration::from_secs(60) - Duration::from_secs(6),
+            "default 60 s life"
+        );
+        let t = parse_token_reply(
+            br#"{"token":"","access_token":"y","expires_in":-3}"#,
+            &host(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(t.value, "y");
+        for bad in [&br#"{}"#[..], b"not json", br#"{"token":"a\nb"}"#] {
+            assert!(matches!(
+                parse_token_reply(bad, &host(), now),
+                Err(AuthError::BadTokenReply { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn margins() {
+        assert_eq!(refresh_margin(Duration::from_secs(10)), Duration::from_secs(1));
+        assert_eq!(refresh_margin(Duration::from_secs(120)), Duration::from_secs(12));
+        assert_eq!(
+            refresh_margin(Duration::from_secs(3 * 3600)),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let c = Credentials::Basic {
+            username: "device-42".into(),
+            password: Secret::new("hunter2".into()),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let t = Token {
+            value: "tok-secret".into(),
+            expires: Instant::now(),
+        };
+        assert!(!format!("{t:?}").contains("tok-secret"));
+    }
+
+    #[test]
+    fn scope_is_pull_only() {
+        assert_eq!(pull_scope("team/app"), "repository:team/app:pull");
+    }
+}

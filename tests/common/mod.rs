@@ -1,0 +1,142 @@
+//! Shared set-up for the integration tests: a fake registry, a config written for it, and
+//! a puller over a fresh store.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgepull::config::Config;
+use edgepull::fetch::policy::RetryPolicy;
+use edgepull::oci::{Digest, Platform, Reference};
+use edgepull::progress::Silent;
+use edgepull::pull::{PullError, PullReport, Puller};
+use edgepull::store::Store;
+use edgepull::testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName};
+
+pub struct Env {
+    pub fake: FakeRegistry,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Env {
+    pub fn new(auth: AuthMode) -> Self {
+        let fake = FakeRegistry::start_blocking(FakeOptions {
+            auth,
+            ..Default::default()
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = fake.write_client_files(dir.path());
+        Self {
+            fake,
+            dir,
+            config_path,
+        }
+    }
+
+    pub fn token() -> Self {
+        Self::new(AuthMode::Token {
+            user: "device-42".into(),
+            pass: "s3cret-device-password".into(),
+        })
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Edit the written config JSON.
+    pub fn edit_config(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let text = std::fs::read_to_string(&self.config_path).expect("read config");
+        let mut v: serde_json::Value = serde_json::from_str(&text).expect("config json");
+        f(&mut v);
+        std::fs::write(&self.config_path, serde_json::to_vec_pretty(&v).expect("json"))
+            .expect("write config");
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path).unwrap_or_else(|e| panic!("config: {}", edgepull::error_chain(&e)))
+    }
+
+    /// A puller over the store, with fast retries.
+    pub fn puller(&self) -> Puller {
+        self.try_puller()
+            .unwrap_or_else(|e| panic!("puller: {}", edgepull::error_chain(&e)))
+    }
+
+    pub fn try_puller(&self) -> Result<Puller, PullError> {
+        let cfg = self.config();
+        let store = Store::open(&cfg.store.path, Duration::from_secs(5)).expect("open store");
+        let mut p = Puller::from_config(&cfg, store, Arc::new(Silent))?;
+        p.set_retry(fast_retry());
+        Ok(p)
+    }
+
+    pub fn reference(&self, tag: &str) -> Reference {
+        Reference::parse(&format!("{}/app:{tag}", self.fake.login_host())).expect("reference")
+    }
+
+    pub fn open_store(&self) -> Store {
+        Store::open(&self.store_path(), Duration::from_secs(5)).expect("open store")
+    }
+
+    /// Every request that reached a data endpoint carried no Authorization.
+    pub fn assert_no_auth_at_data_endpoints(&self) {
+        for r in self.fake.requests() {
+            if matches!(r.server, ServerName::EastUs | ServerName::WestUs) {
+                assert_eq!(
+                    r.auth_scheme, None,
+                    "Authorization reached a data endpoint: {r:?}"
+                );
+            }
+        }
+    }
+
+    /// Body bytes the eastus data endpoint sent.
+    pub fn eastus_bytes(&self) -> u64 {
+        self.fake
+            .requests_to(ServerName::EastUs)
+            .iter()
+            .map(|r| r.body_bytes_sent)
+            .sum()
+    }
+}
+
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy::new(Duration::from_millis(20), Duration::from_millis(200), Some(6)).expect("retry policy")
+}
+
+pub fn platform(s: &str) -> Platform {
+    Platform::parse(s).expect("platform")
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub fn pull(env: &Env, puller: &Puller, tag: &str) -> Result<PullReport, PullError> {
+    rt().block_on(puller.pull(&env.reference(tag)))
+}
+
+/// Blob files under the store's layout.
+pub fn blob_files(store_root: &Path) -> Vec<String> {
+    let dir = store_root.join("oci/blobs/sha256");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub fn has_blob_file(store_root: &Path, d: &Digest) -> bool {
+    store_root.join("oci/blobs/sha256").join(d.hex()).exists()
+}
