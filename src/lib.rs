@@ -8,6 +8,7 @@
 //! - [`fetch`]: resumable, verified blob download with a pure retry policy.
 //! - [`store`]: the crash-safe content store (an OCI image layout plus resumable ingests).
 //! - [`pull`]: one pull: resolve → choose platform → fetch blobs → record in the layout.
+//! - [`systemd`]: sd_notify (READY/RELOADING/STOPPING/STATUS/WATCHDOG); no-op outside systemd.
 //! - `cli` (in the binary): commands and exit codes.
 //!
 //! Invariants: no uploads and no host outside the allowlist; credentials only to the login
@@ -18,3 +19,4 @@
 
 pub mod oci;
 pub mod registry;
+pub mod systemd;
