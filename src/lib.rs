@@ -8,6 +8,7 @@
 //! - [`fetch`]: resumable, verified blob download with a pure retry policy.
 //! - [`store`]: the crash-safe content store (an OCI image layout plus resumable ingests).
 //! - [`pull`]: one pull: resolve → choose platform → fetch blobs → record in the layout.
+//! - [`systemd`]: sd_notify (READY/RELOADING/STOPPING/STATUS/WATCHDOG); no-op outside systemd.
 //! - `cli` (in the binary): commands and exit codes.
 //! - `testkit` (feature `testkit`, tests and the demo only): an in-process fake ACR.
 //!
@@ -25,6 +26,7 @@ pub mod progress;
 pub mod pull;
 pub mod registry;
 pub mod store;
+pub mod systemd;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
