@@ -1,6 +1,7 @@
 //! Types from the OCI image and distribution specs: digests, references, platforms and
 //! manifest documents. Pure parsing and validation; no IO.
 
+pub mod cpuinfo;
 pub mod digest;
 pub mod manifest;
 pub mod platform;
