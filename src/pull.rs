@@ -180,6 +180,18 @@ pub fn credentials_from_config(cfg: &Config) -> Result<Credentials, ConfigError>
     })
 }
 
+/// Retries for a one-shot pull: 5 attempts, 1 s doubling to at most 60 s (about 15 s of
+/// waiting in all unless the registry asks for more with `Retry-After`). The daemon retries
+/// forever with its own policy.
+pub fn one_shot_retry() -> RetryPolicy {
+    RetryPolicy::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+        Some(5),
+    )
+    .unwrap_or_default()
+}
+
 /// A configured puller: registry client, store, platform and fetcher.
 pub struct Puller {
     registry: Arc<RegistryClient>,
@@ -205,7 +217,7 @@ impl Puller {
         let fetcher = Fetcher {
             registry: registry.clone(),
             store: store.clone(),
-            retry: RetryPolicy::default(),
+            retry: one_shot_retry(),
             progress,
             checkpoint_bytes: cfg.store.checkpoint_bytes,
         };
