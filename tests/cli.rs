@@ -10,8 +10,23 @@ use std::time::{Duration, Instant};
 use common::*;
 use edgepull::testkit::{ServerName, random_bytes};
 
+/// The binary under test: this build's, or `EDGEPULL_TEST_BIN` run through the optional
+/// `EDGEPULL_TEST_RUNNER` (e.g. `qemu-aarch64` for a cross-built ARM binary), so the same
+/// assertions run on every target.
+fn binary() -> Command {
+    let bin = std::env::var_os("EDGEPULL_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_edgepull").into());
+    match std::env::var_os("EDGEPULL_TEST_RUNNER").filter(|r| !r.is_empty()) {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 fn edgepull(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgepull"))
+    binary()
         .arg("--config")
         .arg(config)
         .args(args)
@@ -229,7 +244,7 @@ fn sigkill_mid_blob_then_rerun_resumes_from_the_checkpoint() {
     let layer = blobs[1].clone();
     env.fake.set_rate_limit(Some(3 << 20));
     env.edit_config(|c| c["store"]["checkpoint_bytes"] = (256u64 << 10).into());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgepull"))
+    let mut child = binary()
         .args(["--config"])
         .arg(&env.config_path)
         .args(["pull", "app:big"])
