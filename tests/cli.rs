@@ -15,10 +15,13 @@ use edgepull::testkit::{ServerName, random_bytes};
 /// assertions run on every target.
 fn binary() -> Command {
     let bin = std::env::var_os("EDGEPULL_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_edgepull").into());
-    match std::env::var_os("EDGEPULL_TEST_RUNNER").filter(|r| !r.is_empty()) {
-        Some(runner) => {
-            let mut c = Command::new(runner);
-            c.arg(bin);
+    let runner = std::env::var("EDGEPULL_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        // e.g. EDGEPULL_TEST_RUNNER="qemu-aarch64 -cpu cortex-a53"
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(bin);
             c
         }
         None => Command::new(bin),
