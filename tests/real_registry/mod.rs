@@ -1,5 +1,6 @@
 //! Support code for `tests/real_registry.rs`: the processes, servers, images and log
 //! parsers a real-registry test world is made of. See [`world`] for the picture.
+// Some fields exist for the Debug output of failing assertions.
 #![allow(dead_code)]
 
 pub mod distribution;

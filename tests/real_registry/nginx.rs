@@ -256,15 +256,4 @@ impl DataLine {
         let (_, rest) = rest.split_once('/')?;
         rest.strip_suffix("/data")
     }
-
-    /// The start offset of a `bytes=N-` range.
-    pub fn range_start(&self) -> Option<u64> {
-        self.range
-            .as_deref()?
-            .strip_prefix("bytes=")?
-            .split('-')
-            .next()?
-            .parse()
-            .ok()
-    }
 }

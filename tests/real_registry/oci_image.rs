@@ -98,11 +98,6 @@ impl Image {
         v.extend(self.layers.iter().map(|l| l.digest));
         v
     }
-
-    /// The layer with the given digest.
-    pub fn layer(&self, d: &Digest) -> Option<&Layer> {
-        self.layers.iter().find(|l| l.digest == *d)
-    }
 }
 
 /// One built index.

@@ -42,11 +42,6 @@ impl Daemon {
         })
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// `Some(status)` once the process has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -56,21 +51,6 @@ impl Daemon {
     pub fn kill(&mut self) -> ExitStatus {
         let _ = self.child.kill();
         self.child.wait().expect("reap child")
-    }
-
-    /// Wait up to `timeout` for the process to exit by itself; kill it and panic otherwise.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                panic!("{} did not finish within {timeout:?}; killed", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 
