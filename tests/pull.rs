@@ -257,6 +257,24 @@ fn token_expiry_mid_pull_refreshes_tokens_and_links() {
         token_requests >= 2,
         "expected fresh tokens, saw {token_requests} token request(s)"
     );
+    // Expired tokens are renewed before the next request, not after a 401 round trip: the
+    // only 401 is the first challenge.
+    let unauthorized = env
+        .fake
+        .requests_to(ServerName::Login)
+        .iter()
+        .filter(|r| r.status == 401)
+        .count();
+    assert_eq!(
+        unauthorized,
+        1,
+        "tokens renewed ahead of requests: {:#?}",
+        env.fake
+            .requests_to(ServerName::Login)
+            .iter()
+            .filter(|r| r.status == 401)
+            .collect::<Vec<_>>()
+    );
     env.assert_no_auth_at_data_endpoints();
 }
 

@@ -172,6 +172,10 @@ pub struct Authenticator {
     tokens: Mutex<HashMap<String, Token>>,
     /// Set once the login server answered with a Basic challenge.
     basic: std::sync::atomic::AtomicBool,
+    /// The last Bearer challenge answered: lets an expired token be renewed before the next
+    /// request instead of after a `401` round trip (one request less per renewal on metered
+    /// links). Only its realm and service are reused; the realm was checked when it arrived.
+    last_bearer: Mutex<Option<Challenge>>,
 }
 
 impl Authenticator {
@@ -182,6 +186,7 @@ impl Authenticator {
             login,
             tokens: Mutex::new(HashMap::new()),
             basic: Default::default(),
+            last_bearer: Mutex::new(None),
         }
     }
 
@@ -197,6 +202,21 @@ impl Authenticator {
             return None;
         }
         bearer(&t.value)
+    }
+
+    /// Renew the token of `scope` ahead of a request when it has expired (or was never
+    /// fetched for this scope) and a Bearer challenge from this login server is known.
+    /// Errors are left to the normal 401 path.
+    pub async fn refresh_if_due(&self, http: &reqwest::Client, policy: &EgressPolicy, scope: &str) {
+        if self.basic.load(std::sync::atomic::Ordering::Relaxed) || self.header_for(scope).is_some() {
+            return;
+        }
+        let challenge = self.last_bearer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(challenge) = challenge
+            && let Err(e) = self.respond(http, policy, &challenge, scope).await
+        {
+            tracing::debug!(host = %self.login, error = %crate::error_chain(&e), "early token renewal failed");
+        }
     }
 
     /// Forget the cached token of `scope` (after `invalid_token`).
@@ -254,6 +274,7 @@ impl Authenticator {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(scope.to_string(), token);
+                *self.last_bearer.lock().unwrap_or_else(|p| p.into_inner()) = Some(challenge.clone());
                 Ok(())
             }
             Scheme::Other(name) => Err(AuthError::UnsupportedScheme {

@@ -358,6 +358,9 @@ impl RegistryClient {
         let url = self.url(path);
         let mut answered = false;
         loop {
+            if !answered {
+                self.auth.refresh_if_due(&self.http, &self.policy, scope).await;
+            }
             let authz = self.auth.header_for(scope);
             let had_auth = authz.is_some();
             let resp = self
