@@ -195,6 +195,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
             d.start_due_job();
         }
         let next_due = if d.running.is_none() { d.next_due() } else { None };
+        let downloading = d.slots.iter().any(|s| s.state == State::Downloading);
         tokio::select! {
             biased;
             _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); break; }
@@ -228,7 +229,13 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                     None => std::future::pending().await,
                 }
             } => d.notifier.watchdog(),
-            _ = progress.tick() => d.refresh_progress(),
+            _ = async {
+                if downloading {
+                    progress.tick().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => d.refresh_progress(),
             () = async {
                 match next_due {
                     Some(t) => tokio::time::sleep_until(t).await,
