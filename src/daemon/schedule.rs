@@ -148,7 +148,10 @@ pub enum Budget {
 
 /// The download fits when the missing bytes plus the reserve are available.
 pub fn budget(missing: u64, min_free: u64, available: u64) -> Budget {
-    if missing.checked_add(min_free).is_some_and(|need| need <= available) {
+    if missing
+        .checked_add(min_free)
+        .is_some_and(|need| need <= available)
+    {
         Budget::Fits
     } else {
         Budget::Defer {
