@@ -1,4 +1,5 @@
-//! Command line: `pull`, `endpoints`, `store list|verify`. Turns errors into exit codes.
+//! Command line: `run`, `status`, `pull`, `endpoints`, `store list|verify|gc`. Turns errors
+//! into exit codes.
 //!
 //! Owns: argument parsing, logging set-up, and human/JSON output. The work itself lives in
 //! the library ([`edgepull::pull`], [`edgepull::store`], [`edgepull::config`]).
@@ -23,8 +24,9 @@ pub struct Cli {
     /// Config file [default: $EDGEPULL_CONFIG, else /etc/edgepull/config.json]
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log output: auto = the journal when stderr is connected to it (under systemd),
+    /// else text; json = one object per line on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -32,12 +34,34 @@ pub struct Cli {
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
 enum LogFormat {
+    Auto,
     Text,
     Json,
+    Journal,
+}
+
+impl From<LogFormat> for edgepull::telemetry::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Auto => Self::Auto,
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+            LogFormat::Journal => Self::Journal,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run as a daemon: keep every configured image in sync (SIGHUP reloads the config,
+    /// SIGUSR1 checks now, SIGTERM stops).
+    Run,
+    /// Show what the running daemon is doing (reads <store>/status.json).
+    Status {
+        /// Print the status file as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pull images (the given references, or the config's `images`) into the store.
     Pull {
         /// References like contoso.azurecr.io/app:1.2 (or app:1.2 for the login server).
@@ -69,6 +93,9 @@ enum StoreCommand {
     },
     /// Re-hash every blob; exit non-zero naming any that is corrupt.
     Verify,
+    /// Delete blobs no kept version references and stale partial downloads (the daemon
+    /// does this after every update; this needs the store lock, so not while it runs).
+    Gc,
 }
 
 /// `0.1.0 (aarch64-unknown-linux-musl, commit 0123456789ab)`; the build script sets both.
@@ -104,18 +131,6 @@ impl Failure {
 #[error("{0}")]
 struct Message(String);
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("EDGEPULL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
-}
-
 fn load_config(cli: &Cli) -> Result<Config, Failure> {
     let path = default_path(cli.config.as_deref());
     let cfg = Config::load(&path).map_err(|e| Failure::new(Category::Config, e))?;
@@ -138,8 +153,13 @@ fn open_store(cfg: &Config) -> Result<Store, Failure> {
 
 /// Run the command line; the `Ok` value is the exit code.
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
-    init_logging(cli.log_format);
+    edgepull::telemetry::init(cli.log_format.into());
     match &cli.command {
+        Command::Run => run_daemon(&cli).await,
+        Command::Status { json } => status(&cli, *json),
+        Command::Store {
+            command: StoreCommand::Gc,
+        } => store_gc(&cli),
         Command::Pull { refs, no_progress } => pull(&cli, refs, *no_progress).await,
         Command::Endpoints { json } => endpoints(&cli, *json),
         Command::Store {
@@ -149,6 +169,54 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             command: StoreCommand::Verify,
         } => store_verify(&cli),
     }
+}
+
+async fn run_daemon(cli: &Cli) -> Result<u8, Failure> {
+    let path = default_path(cli.config.as_deref());
+    let notifier = edgepull::systemd::Notifier::from_env();
+    edgepull::daemon::run(&path, notifier)
+        .await
+        .map_err(|e| Failure::new(e.category(), e))?;
+    Ok(0)
+}
+
+fn status(cli: &Cli, json: bool) -> Result<u8, Failure> {
+    let cfg = load_config(cli)?;
+    let status =
+        edgepull::daemon::status::read(&cfg.store.path).map_err(|e| Failure::new(Category::Store, e))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+    } else {
+        print!(
+            "{}",
+            edgepull::daemon::status::render(&status, std::time::SystemTime::now())
+        );
+    }
+    Ok(0)
+}
+
+fn store_gc(cli: &Cli) -> Result<u8, Failure> {
+    use edgepull::daemon::status::human_bytes;
+    let cfg = load_config(cli)?;
+    let store = open_store(&cfg)?;
+    let report = store
+        .gc(&Default::default(), cfg.store.ingest_max_age)
+        .map_err(|e| Failure::new(Category::Store, e))?;
+    if let Some(b) = &report.blocked {
+        eprintln!(
+            "nothing deleted: the references of index.json entry {} are unknown ({})",
+            b.manifest, b.reason
+        );
+        return Ok(Category::Integrity.code());
+    }
+    println!(
+        "{} blob(s) deleted ({}), {} kept, {} stale partial download(s) removed",
+        report.deleted.len(),
+        human_bytes(report.freed_bytes),
+        report.kept,
+        report.removed_ingests.len()
+    );
+    Ok(0)
 }
 
 async fn pull(cli: &Cli, refs: &[String], no_progress: bool) -> Result<u8, Failure> {

@@ -17,13 +17,18 @@
 //!   `endpoints_file`, `auth` (`{username, password_file}` or `{refresh_token_file}`),
 //!   `ca_file`, `resolve` (host → IP), `realm_hosts`, `blob_source`, `proxy`
 //!   (`http://host:port`).
-//! - `store`: `path`, `checkpoint_bytes`, `lock_wait_secs`.
+//! - `store`: `path`, `checkpoint_bytes`, `lock_wait_secs`, `keep_previous`,
+//!   `min_free_bytes`, `ingest_max_age_secs`.
 //! - `platform`, `images` (`[{ref, interval_secs}]`), `concurrency`,
 //!   `timeouts` (`{connect_secs, idle_read_secs}`).
+//! - Daemon mode (`edgepull run`, see [`daemon`](self::daemon)): `sync`
+//!   (`{interval_secs, jitter, backoff_max_secs}`), `hooks` (`{on_update, timeout_secs}`),
+//!   `metrics` (`{textfile}`).
 //!
 //! Raw serde structs stay private; everything public is already validated.
 
 mod acr;
+pub mod daemon;
 mod locate;
 mod secret;
 
@@ -38,6 +43,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use self::acr::{AcrHost, ShowEndpoints};
+pub use self::daemon::{HooksConfig, Jitter, MetricsConfig, SyncConfig};
 use self::locate::FieldPath;
 pub use self::secret::{Secret, load_secret};
 use crate::oci::{Platform, Reference};
@@ -65,6 +71,16 @@ pub const DEFAULT_CONCURRENCY: usize = 3;
 pub const DEFAULT_CONNECT_SECS: u64 = 15;
 /// Default `timeouts.idle_read_secs`.
 pub const DEFAULT_IDLE_READ_SECS: u64 = 60;
+/// Default `store.keep_previous`: one older version stays for rollback.
+pub const DEFAULT_KEEP_PREVIOUS: u32 = 1;
+/// Largest `store.keep_previous`.
+pub const MAX_KEEP_PREVIOUS: u32 = 16;
+/// Default `store.min_free_bytes`: 64 MiB stay free on the store's filesystem.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+/// Default `store.ingest_max_age_secs`: a partial download untouched for 7 days is removed.
+pub const DEFAULT_INGEST_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
+const MIN_INGEST_MAX_AGE_SECS: u64 = 60;
+const MAX_INGEST_MAX_AGE_SECS: u64 = 365 * 24 * 3600;
 
 /// Largest config or endpoints file read.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -72,7 +88,9 @@ const MAX_CONCURRENCY: u64 = 16;
 const MAX_LOCK_WAIT_SECS: u64 = 3600;
 const MAX_CONNECT_SECS: u64 = 300;
 const MAX_IDLE_READ_SECS: u64 = 3600;
-const MIN_INTERVAL_SECS: u64 = 10;
+/// Shortest `images[].interval_secs` and `sync.interval_secs` (1 s: tests and lab set-ups;
+/// a fleet should poll every few minutes).
+const MIN_INTERVAL_SECS: u64 = 1;
 const MAX_INTERVAL_SECS: u64 = 30 * 24 * 3600;
 
 /// Why the config was refused. Each variant names the file; those about a field carry
@@ -174,6 +192,12 @@ pub struct Config {
     pub concurrency: usize,
     /// Network timeouts.
     pub timeouts: TimeoutConfig,
+    /// Daemon scheduling (`sync`).
+    pub sync: SyncConfig,
+    /// Commands run after an update (`hooks`).
+    pub hooks: HooksConfig,
+    /// Prometheus textfile output (`metrics`).
+    pub metrics: MetricsConfig,
     /// Warnings found while validating.
     pub notes: Vec<ConfigNote>,
 }
@@ -294,6 +318,12 @@ pub struct StoreConfig {
     pub checkpoint_bytes: u64,
     /// How long to wait for the store lock held by another process.
     pub lock_wait: Duration,
+    /// Older versions of each image kept (and referenced in `index.json`) for rollback.
+    pub keep_previous: u32,
+    /// Bytes that must stay free on the store's filesystem after a download.
+    pub min_free_bytes: u64,
+    /// Partial downloads not written to for this long are removed.
+    pub ingest_max_age: Duration,
 }
 
 impl Default for StoreConfig {
@@ -302,6 +332,9 @@ impl Default for StoreConfig {
             path: PathBuf::from(DEFAULT_STORE_PATH),
             checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
             lock_wait: Duration::from_secs(DEFAULT_LOCK_WAIT_SECS),
+            keep_previous: DEFAULT_KEEP_PREVIOUS,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            ingest_max_age: Duration::from_secs(DEFAULT_INGEST_MAX_AGE_SECS),
         }
     }
 }
@@ -437,6 +470,9 @@ struct RawConfig {
     images: Option<Vec<RawImage>>,
     concurrency: Option<u64>,
     timeouts: Option<RawTimeouts>,
+    sync: Option<daemon::RawSync>,
+    hooks: Option<daemon::RawHooks>,
+    metrics: Option<daemon::RawMetrics>,
 }
 
 #[derive(Deserialize)]
@@ -468,6 +504,9 @@ struct RawStore {
     path: Option<String>,
     checkpoint_bytes: Option<u64>,
     lock_wait_secs: Option<u64>,
+    keep_previous: Option<u64>,
+    min_free_bytes: Option<u64>,
+    ingest_max_age_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -605,6 +644,9 @@ impl Ctx {
                 .unwrap_or(DEFAULT_CONCURRENCY),
         };
         let timeouts = self.timeouts(raw.timeouts)?;
+        let sync = self.sync(raw.sync)?;
+        let hooks = self.hooks(raw.hooks)?;
+        let metrics = self.metrics(raw.metrics, &store)?;
         Ok(Config {
             path: self.file.clone(),
             registry,
@@ -614,6 +656,9 @@ impl Ctx {
             images,
             concurrency,
             timeouts,
+            sync,
+            hooks,
+            metrics,
             notes,
         })
     }
@@ -1253,6 +1298,28 @@ impl Ctx {
                     0,
                     MAX_LOCK_WAIT_SECS,
                     " seconds",
+                )?),
+            },
+            keep_previous: match raw.keep_previous {
+                None => default.keep_previous,
+                Some(n) => u32::try_from(self.range(
+                    &at.key("keep_previous"),
+                    n,
+                    0,
+                    u64::from(MAX_KEEP_PREVIOUS),
+                    " older versions per image (0 keeps none: no rollback)",
+                )?)
+                .unwrap_or(DEFAULT_KEEP_PREVIOUS),
+            },
+            min_free_bytes: raw.min_free_bytes.unwrap_or(default.min_free_bytes),
+            ingest_max_age: match raw.ingest_max_age_secs {
+                None => default.ingest_max_age,
+                Some(n) => Duration::from_secs(self.range(
+                    &at.key("ingest_max_age_secs"),
+                    n,
+                    MIN_INGEST_MAX_AGE_SECS,
+                    MAX_INGEST_MAX_AGE_SECS,
+                    " seconds (1 minute to 1 year; partial downloads are resumed until then)",
                 )?),
             },
         })

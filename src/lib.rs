@@ -9,6 +9,9 @@
 //! - [`store`]: the crash-safe content store (an OCI image layout plus resumable ingests).
 //! - [`pull`]: one pull: resolve → choose platform → fetch blobs → record in the layout.
 //! - [`systemd`]: sd_notify (READY/RELOADING/STOPPING/STATUS/WATCHDOG); no-op outside systemd.
+//! - [`daemon`]: `edgepull run`: the supervisor loop keeping every image in sync (schedule,
+//!   backoff, disk budget, rollback versions, garbage collection, hooks, status, metrics).
+//! - [`telemetry`]: logging to the journal (native fields), a terminal, or JSON lines.
 //! - `cli` (in the binary): commands and exit codes.
 //! - `testkit` (feature `testkit`, tests and the demo only): an in-process fake ACR.
 //!
@@ -19,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod daemon;
 pub mod exit;
 pub mod fetch;
 pub mod oci;
@@ -27,6 +31,7 @@ pub mod pull;
 pub mod registry;
 pub mod store;
 pub mod systemd;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthConfig, BlobSourceConfig, Config, ConfigError, load_secret};
 use crate::fetch::policy::RetryPolicy;
@@ -94,6 +95,9 @@ pub enum PullError {
         expected: u64,
         actual: u64,
     },
+    /// Shutdown was requested; partial downloads are checkpointed and resume later.
+    #[error("{reference}: stopped for shutdown (partial downloads are kept and resume)")]
+    Cancelled { reference: String },
     /// The config blob is too large to be a config.
     #[error("{reference}: config blob {digest} is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit")]
     ConfigTooLarge {
@@ -117,7 +121,26 @@ impl PullError {
             PullError::Manifest { .. }
             | PullError::ManifestSize { .. }
             | PullError::ConfigTooLarge { .. } => Category::Integrity,
+            PullError::Cancelled { .. } => Category::Transient,
         }
+    }
+
+    /// The pull stopped because its cancellation token fired.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, PullError::Cancelled { .. })
+    }
+
+    /// The `Retry-After` the registry sent with the failure, if any.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let registry = match self {
+            PullError::Registry { source, .. } => Some(source.as_ref()),
+            PullError::Fetch { source, .. } => match source.as_ref() {
+                FetchError::Registry { source, .. } => Some(source),
+                _ => None,
+            },
+            _ => None,
+        };
+        registry.and_then(|e| e.failure().retry_after())
     }
 }
 
@@ -199,6 +222,7 @@ pub struct Puller {
     platform: Platform,
     concurrency: usize,
     fetcher: Fetcher,
+    cancel: CancellationToken,
 }
 
 impl Puller {
@@ -220,6 +244,7 @@ impl Puller {
             retry: one_shot_retry(),
             progress,
             checkpoint_bytes: cfg.store.checkpoint_bytes,
+            cancel: CancellationToken::new(),
         };
         Ok(Self {
             registry,
@@ -227,6 +252,7 @@ impl Puller {
             platform: cfg.platform.clone(),
             concurrency: cfg.concurrency,
             fetcher,
+            cancel: CancellationToken::new(),
         })
     }
 
@@ -245,16 +271,38 @@ impl Puller {
         self.concurrency = n.max(1);
     }
 
+    /// Stop downloads and retry waits when `token` fires (daemon shutdown). A cancelled
+    /// download checkpoints what it has and fails with a cancellation
+    /// ([`PullError::is_cancelled`]); the next pull resumes it.
+    pub fn set_cancel(&mut self, token: CancellationToken) {
+        self.fetcher.cancel = token.clone();
+        self.cancel = token;
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// GET a manifest, retrying transient failures by the same policy as blobs.
+    /// `name` is the image being pulled, for the error.
     async fn manifest_with_retry(
         &self,
+        name: &str,
         repo: &str,
         reference: &str,
         expected: Option<&Digest>,
-    ) -> Result<crate::registry::client::FetchedManifest, RegistryError> {
+    ) -> Result<crate::registry::client::FetchedManifest, PullError> {
         let mut attempt = 0;
         loop {
-            match self.registry.get_manifest(repo, reference, expected).await {
+            let got = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => {
+                    return Err(PullError::Cancelled { reference: name.to_string() });
+                }
+                got = self.registry.get_manifest(repo, reference, expected) => got,
+            };
+            match got {
                 Ok(m) => return Ok(m),
                 Err(e) => match self
                     .fetcher
@@ -264,41 +312,62 @@ impl Puller {
                     crate::fetch::policy::Action::RetryAfter(delay) => {
                         tracing::warn!(repository = repo, reference, error = %crate::error_chain(&e), retry_in = ?delay, "manifest request failed; retrying");
                         attempt += 1;
-                        tokio::time::sleep(delay).await;
+                        tokio::select! {
+                            () = self.cancel.cancelled() => {}
+                            () = tokio::time::sleep(delay) => {}
+                        }
                     }
-                    crate::fetch::policy::Action::GiveUp => return Err(e),
+                    crate::fetch::policy::Action::GiveUp => {
+                        return Err(PullError::Registry {
+                            reference: name.to_string(),
+                            source: Box::new(e),
+                        });
+                    }
                 },
             }
         }
     }
 
-    /// Pull `reference` into the store and record it under its name as given.
+    /// Pull `reference` into the store and record it under its name as given:
+    /// [`Puller::plan`], [`Puller::download`], then [`Store::set_image`].
     pub async fn pull(&self, reference: &Reference) -> Result<PullReport, PullError> {
+        let plan = self.plan(reference, None).await?;
+        let stats = self.download(&plan).await?;
+        self.store
+            .set_image(&plan.name(), &plan.manifest, plan.index.as_ref())
+            .map_err(|source| PullError::Store {
+                reference: plan.name(),
+                source,
+            })?;
+        Ok(plan.report(&stats))
+    }
+
+    /// Resolve `reference` (or, with `pin`, the digest a `HEAD` returned for it, so the
+    /// plan cannot race a tag that moves again), choose the platform manifest, and list
+    /// the blobs. Fetches only manifests (the index and the platform manifest), which
+    /// are held in memory until [`Puller::download`].
+    pub async fn plan(&self, reference: &Reference, pin: Option<Digest>) -> Result<PullPlan, PullError> {
         let name = reference.to_string();
-        let reg_err = |source: RegistryError| PullError::Registry {
-            reference: name.clone(),
-            source: Box::new(source),
-        };
-        let store_err = |source| PullError::Store {
-            reference: name.clone(),
-            source,
-        };
         let repo = reference.repository();
 
         // Resolve once; everything below uses digests only.
+        let expected = pin.or_else(|| reference.digest().copied());
+        let target = match &pin {
+            Some(d) => d.to_string(),
+            None => reference.manifest_ref(),
+        };
         let top = self
-            .manifest_with_retry(repo, &reference.manifest_ref(), reference.digest())
-            .await
-            .map_err(reg_err)?;
+            .manifest_with_retry(&name, repo, &target, expected.as_ref())
+            .await?;
         let doc = Document::parse(&top.bytes, &top.media_type).map_err(|source| PullError::Manifest {
             reference: name.clone(),
             digest: top.digest,
             source,
         })?;
-        tracing::info!(reference = %name, digest = %top.digest, media_type = %top.media_type, "resolved");
+        tracing::info!(image_ref = %name, digest = %top.digest, media_type = %top.media_type, "resolved");
 
         let (manifest_fetched, manifest, index, platform) = match doc {
-            crate::oci::Document::Manifest(m) => (top.clone(), m, None, None),
+            crate::oci::Document::Manifest(m) => (top, m, None, None),
             crate::oci::Document::Index(idx) => {
                 let candidates: Vec<Platform> = idx
                     .manifests
@@ -325,11 +394,10 @@ impl Puller {
                 };
                 let entry = &idx.manifests[pos];
                 let chosen = candidates[pos].clone();
-                tracing::info!(reference = %name, platform = %chosen, digest = %entry.digest, "platform chosen from index");
+                tracing::info!(image_ref = %name, platform = %chosen, digest = %entry.digest, "platform chosen from index");
                 let fetched = self
-                    .manifest_with_retry(repo, &entry.digest.to_string(), Some(&entry.digest))
-                    .await
-                    .map_err(reg_err)?;
+                    .manifest_with_retry(&name, repo, &entry.digest.to_string(), Some(&entry.digest))
+                    .await?;
                 if fetched.bytes.len() as u64 != entry.size {
                     return Err(PullError::ManifestSize {
                         reference: name,
@@ -354,7 +422,7 @@ impl Puller {
                         });
                     }
                 };
-                (fetched, m, Some(top.clone()), Some(chosen))
+                (fetched, m, Some(top), Some(chosen))
             }
         };
         if manifest.config.size > MAX_CONFIG_BYTES {
@@ -372,27 +440,6 @@ impl Puller {
                 blobs.push(d.clone());
             }
         }
-        let stats: Vec<FetchStats> = stream::iter(blobs.iter())
-            .map(|d| async move {
-                self.fetcher
-                    .fetch(repo, d)
-                    .await
-                    .map_err(|source| PullError::Fetch {
-                        reference: reference.to_string(),
-                        source: Box::new(source),
-                    })
-            })
-            .buffer_unordered(self.concurrency.max(1))
-            .try_collect()
-            .await?;
-
-        // Manifests last: the image is complete before it is named.
-        if let Some(idx) = &index {
-            self.store.put_blob(&idx.digest, &idx.bytes).map_err(store_err)?;
-        }
-        self.store
-            .put_blob(&manifest_fetched.digest, &manifest_fetched.bytes)
-            .map_err(store_err)?;
         let mut desc = manifest_fetched.descriptor();
         if desc.media_type.is_empty() {
             desc.media_type = OCI_MANIFEST.to_string();
@@ -404,20 +451,161 @@ impl Puller {
                 variant: (!p.variant.is_empty()).then(|| p.variant.clone()),
             });
         }
-        self.store
-            .set_image(&name, &desc, index.as_ref().map(|i| &i.digest))
-            .map_err(store_err)?;
-
-        Ok(PullReport {
+        Ok(PullPlan {
             reference: reference.clone(),
             manifest: desc,
-            index: index.map(|i| i.digest),
+            index: index.as_ref().map(|i| i.digest),
             platform,
-            blobs: blobs.len(),
+            blobs,
+            manifest_bytes: manifest_fetched.bytes,
+            index_bytes: index.map(|i| i.bytes),
+        })
+    }
+
+    /// Bytes `plan` still has to download: every blob not in the store, less what a
+    /// partial download of it already holds durably, plus the manifests not stored yet.
+    pub fn missing(&self, plan: &PullPlan) -> Result<Missing, PullError> {
+        let ingests = self.store.ingests().map_err(|source| PullError::Store {
+            reference: plan.name(),
+            source,
+        })?;
+        let mut out = Missing::default();
+        for b in &plan.blobs {
+            if self.store.has_blob(&b.digest, b.size) {
+                continue;
+            }
+            let held = ingests
+                .iter()
+                .find(|i| i.digest == b.digest && i.size == b.size)
+                .map_or(0, |i| i.checkpoint.min(b.size));
+            out.blobs += 1;
+            out.bytes += b.size - held;
+            out.resumable_bytes += held;
+        }
+        let manifests = std::iter::once((&plan.manifest.digest, plan.manifest_bytes.len()))
+            .chain(plan.index.as_ref().zip(plan.index_bytes.as_ref().map(Vec::len)));
+        for (d, len) in manifests {
+            if !self.store.has_blob(d, len as u64) {
+                out.bytes += len as u64;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fetch every blob of `plan` (bounded concurrency, resumable) and then store its
+    /// manifests. The image is not recorded in `index.json`: the caller does that
+    /// ([`Store::set_image`] or [`Store::switch_image`]), so it is complete before it is named.
+    pub async fn download(&self, plan: &PullPlan) -> Result<Vec<FetchStats>, PullError> {
+        let name = plan.name();
+        let repo = plan.reference.repository();
+        let fetches: Vec<_> = plan
+            .blobs
+            .iter()
+            .map(|d| self.fetch_blob(plan, repo, d))
+            .collect();
+        let stats: Vec<FetchStats> = stream::iter(fetches)
+            .buffer_unordered(self.concurrency.max(1))
+            .try_collect()
+            .await?;
+        let store_err = |source| PullError::Store {
+            reference: name.clone(),
+            source,
+        };
+        // Manifests last: the image is complete before its manifest is stored.
+        if let (Some(d), Some(bytes)) = (&plan.index, &plan.index_bytes) {
+            self.store.put_blob(d, bytes).map_err(store_err)?;
+        }
+        self.store
+            .put_blob(&plan.manifest.digest, &plan.manifest_bytes)
+            .map_err(store_err)?;
+        Ok(stats)
+    }
+}
+
+impl Puller {
+    async fn fetch_blob(&self, plan: &PullPlan, repo: &str, d: &Descriptor) -> Result<FetchStats, PullError> {
+        self.fetcher.fetch(repo, d).await.map_err(|source| {
+            if source.is_cancelled() {
+                PullError::Cancelled {
+                    reference: plan.name(),
+                }
+            } else {
+                PullError::Fetch {
+                    reference: plan.name(),
+                    source: Box::new(source),
+                }
+            }
+        })
+    }
+}
+
+/// What [`Puller::plan`] found: the manifests (in memory) and the blobs to fetch.
+#[derive(Debug, Clone)]
+pub struct PullPlan {
+    /// The reference as given.
+    pub reference: Reference,
+    /// The platform manifest's descriptor, as it will be recorded.
+    pub manifest: Descriptor,
+    /// The index it was chosen from, if any.
+    pub index: Option<Digest>,
+    /// The platform chosen from the index, if any.
+    pub platform: Option<Platform>,
+    /// Distinct blobs (config first, then layers).
+    pub blobs: Vec<Descriptor>,
+    manifest_bytes: Vec<u8>,
+    index_bytes: Option<Vec<u8>>,
+}
+
+impl PullPlan {
+    /// The name recorded in `index.json` (the reference as given).
+    pub fn name(&self) -> String {
+        self.reference.to_string()
+    }
+
+    /// The digest a `HEAD` of the reference returns: the index's, else the manifest's.
+    pub fn top_digest(&self) -> Digest {
+        self.index.unwrap_or(self.manifest.digest)
+    }
+
+    /// Every digest the plan will commit: blobs, manifest and index. Garbage collection
+    /// must leave these alone while the plan runs.
+    pub fn digests(&self) -> Vec<Digest> {
+        self.blobs
+            .iter()
+            .map(|b| b.digest)
+            .chain(std::iter::once(self.manifest.digest))
+            .chain(self.index)
+            .collect()
+    }
+
+    /// Total size of the blobs.
+    pub fn total_bytes(&self) -> u64 {
+        self.blobs.iter().map(|b| b.size).sum()
+    }
+
+    /// The report of a finished pull of this plan.
+    pub fn report(&self, stats: &[FetchStats]) -> PullReport {
+        PullReport {
+            reference: self.reference.clone(),
+            manifest: self.manifest.clone(),
+            index: self.index,
+            platform: self.platform.clone(),
+            blobs: self.blobs.len(),
             blobs_present: stats.iter().filter(|s| s.already_present).count(),
             bytes_received: stats.iter().map(|s| s.bytes_received).sum(),
             bytes_refetched: stats.iter().map(|s| s.bytes_refetched).sum(),
             bytes_resumed: stats.iter().map(|s| s.resumed_from).sum(),
-        })
+        }
     }
+}
+
+/// What a plan still has to download ([`Puller::missing`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Missing {
+    /// Bytes to download.
+    pub bytes: u64,
+    /// Blobs not in the store.
+    pub blobs: usize,
+    /// Bytes of those blobs already held by partial downloads (resumed, not fetched).
+    pub resumable_bytes: u64,
 }

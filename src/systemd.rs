@@ -17,8 +17,9 @@
 //! broken socket cannot flood the journal every watchdog tick.
 //!
 //! The environment is read once and left as it is: removing variables is `unsafe` in
-//! edition 2024 and this crate forbids `unsafe`. edgepull spawns no child processes that
-//! could inherit `NOTIFY_SOCKET`, and the unit sets `NotifyAccess=main` in any case.
+//! edition 2024 and this crate forbids `unsafe`. The only child processes, the update
+//! hooks, are started without `NOTIFY_SOCKET` and the watchdog variables (removed from
+//! the child's environment only), and the unit sets `NotifyAccess=main` in any case.
 
 use std::ffi::{OsStr, OsString};
 use std::io;

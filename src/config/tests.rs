@@ -18,7 +18,7 @@ fn base() -> Value {
 }
 
 /// `base()` with `patch` applied.
-fn with(patch: impl FnOnce(&mut Value)) -> Value {
+pub(super) fn with(patch: impl FnOnce(&mut Value)) -> Value {
     let mut v = base();
     patch(&mut v);
     v
@@ -28,11 +28,11 @@ fn load(v: &Value) -> Result<Config, ConfigError> {
     Config::from_json(&v.to_string(), Path::new(FILE))
 }
 
-fn ok(v: &Value) -> Config {
+pub(super) fn ok(v: &Value) -> Config {
     load(v).unwrap_or_else(|e| panic!("{v}\nshould load, got: {e}"))
 }
 
-fn err(v: &Value) -> ConfigError {
+pub(super) fn err(v: &Value) -> ConfigError {
     let e = load(v).expect_err(&v.to_string());
     // Every error names the config file.
     assert!(e.to_string().contains(FILE), "no file path in: {e}");
@@ -41,7 +41,7 @@ fn err(v: &Value) -> ConfigError {
 
 /// Asserts `e` is `Invalid` at `field` and its message contains every needle.
 #[track_caller]
-fn assert_invalid(e: &ConfigError, field: &str, needles: &[&str]) {
+pub(super) fn assert_invalid(e: &ConfigError, field: &str, needles: &[&str]) {
     let msg = e.to_string();
     match e {
         ConfigError::Invalid { field: f, .. } => assert_eq!(f, field, "{msg}"),
@@ -213,9 +213,13 @@ fn syntax_errors_give_line_and_column() {
 fn unknown_fields_are_errors_naming_their_path() {
     type Patch = fn(&mut Value);
     let cases: [(&str, Patch); 12] = [
-        ("sync", |v| v["sync"] = json!({})),
-        ("hooks", |v| v["hooks"] = json!([])),
-        ("metrics", |v| v["metrics"] = json!({ "listen": "0.0.0.0:9100" })),
+        ("sync.every", |v| v["sync"] = json!({ "every": 5 })),
+        ("hooks.on_start", |v| {
+            v["hooks"] = json!({ "on_start": ["/bin/true"] })
+        }),
+        ("metrics.listen", |v| {
+            v["metrics"] = json!({ "listen": "0.0.0.0:9100" })
+        }),
         ("http_loopback_for_tests", |v| {
             v["http_loopback_for_tests"] = json!(true)
         }),
@@ -971,6 +975,7 @@ fn store_fields() {
             path: "/data/edgepull".into(),
             checkpoint_bytes: 64 * 1024,
             lock_wait: Duration::ZERO,
+            ..StoreConfig::default()
         }
     );
     assert_eq!(
@@ -1031,9 +1036,9 @@ fn images_are_on_the_login_server() {
         ));
     assert_invalid(&e, "images[1].ref", &["twice"]);
     let e = err(&with(|v| {
-        v["images"] = json!([{ "ref": "app", "interval_secs": 1 }])
+        v["images"] = json!([{ "ref": "app", "interval_secs": 0 }])
     }));
-    assert_invalid(&e, "images[0].interval_secs", &["10 to"]);
+    assert_invalid(&e, "images[0].interval_secs", &["1 to"]);
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::oci::Descriptor;
 use crate::progress::Progress;
@@ -60,6 +61,9 @@ pub enum FetchError {
         host: String,
         last: String,
     },
+    /// Shutdown was requested; the bytes so far are checkpointed for a later resume.
+    #[error("blob {digest}: download stopped for shutdown at byte {offset} (checkpointed; it resumes there)")]
+    Cancelled { digest: crate::oci::Digest, offset: u64 },
 }
 
 impl FetchError {
@@ -72,8 +76,13 @@ impl FetchError {
             FetchError::Store { .. } => Category::Store,
             // The reply does not match the descriptor (length, range): content integrity.
             FetchError::Range { .. } => Category::Integrity,
-            FetchError::Exhausted { .. } => Category::Transient,
+            FetchError::Exhausted { .. } | FetchError::Cancelled { .. } => Category::Transient,
         }
+    }
+
+    /// The fetch stopped because its cancellation token fired.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, FetchError::Cancelled { .. })
     }
 }
 
@@ -106,6 +115,9 @@ pub struct Fetcher {
     pub progress: Arc<dyn Progress>,
     /// Durable checkpoint every this many bytes (the store also checkpoints every 5 s).
     pub checkpoint_bytes: u64,
+    /// Fired at shutdown: the transfer stops at the next chunk or wait, checkpoints what it
+    /// has written, and returns [`FetchError::Cancelled`]. Never fired for a plain pull.
+    pub cancel: CancellationToken,
 }
 
 /// What to do after a failed attempt.
@@ -136,6 +148,9 @@ impl Fetcher {
         // Whether any byte of this ingest came from an earlier response (resume or reconnect).
         let mut spliced = ingest.offset() > 0;
         loop {
+            if self.cancel.is_cancelled() {
+                return Err(self.cancelled(desc, &mut ingest).await);
+            }
             total_attempts += 1;
             let before = ingest.offset();
             let outcome = self
@@ -169,6 +184,9 @@ impl Fetcher {
                 Err(next) => next,
             };
             match next {
+                Next::Fail(e) if e.is_cancelled() => {
+                    return Err(self.cancelled(desc, &mut ingest).await);
+                }
                 Next::Fail(e) => {
                     // Keep what is durable for the next run.
                     let _ = ingest.checkpoint().await;
@@ -187,7 +205,10 @@ impl Fetcher {
                             attempt += 1;
                             stats.reconnects += 1;
                             tracing::warn!(%digest, %host, offset = ingest.offset(), error = %reason, retry_in = ?delay, "blob transfer interrupted; will resume");
-                            tokio::time::sleep(delay).await;
+                            tokio::select! {
+                                () = self.cancel.cancelled() => {}
+                                () = tokio::time::sleep(delay) => {}
+                            }
                         }
                         Action::GiveUp => {
                             let _ = ingest.checkpoint().await;
@@ -202,6 +223,18 @@ impl Fetcher {
                     }
                 }
             }
+        }
+    }
+
+    /// Checkpoint after a cancellation and say where the transfer stopped.
+    async fn cancelled(&self, desc: &Descriptor, ingest: &mut Ingest) -> FetchError {
+        if let Err(e) = ingest.checkpoint().await {
+            tracing::warn!(digest = %desc.digest, error = %crate::error_chain(&e), "could not checkpoint at shutdown; the download resumes from the previous checkpoint");
+        }
+        self.progress.fail(desc);
+        FetchError::Cancelled {
+            digest: desc.digest,
+            offset: ingest.checkpointed(),
         }
     }
 
@@ -228,7 +261,14 @@ impl Fetcher {
         if offset == desc.size {
             return Ok(());
         }
-        let blob = match self.registry.open_blob(repository, desc, offset).await {
+        let opened = tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => {
+                return Err(Next::Fail(FetchError::Cancelled { digest, offset }));
+            }
+            r = self.registry.open_blob(repository, desc, offset) => r,
+        };
+        let blob = match opened {
             Ok(b) => b,
             Err(e) => {
                 let failure = e.failure();
@@ -298,7 +338,15 @@ impl Fetcher {
         }
         let started = Instant::now();
         let mut body = blob.response.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => {
+                    return Err(Next::Fail(FetchError::Cancelled { digest, offset: ingest.offset() }));
+                }
+                next = body.next() => next,
+            };
+            let Some(chunk) = next else { break };
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {

@@ -31,6 +31,13 @@ pub(crate) const LAYOUT_TMP: &str = "oci-layout.tmp";
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Annotation recording the image index the manifest was chosen from.
 pub const ANNOTATION_SOURCE_INDEX: &str = "io.edgepull.source-index";
+/// Annotation on an older version kept for rollback: the ref name it was current under.
+/// Such entries carry no `org.opencontainers.image.ref.name` (that name belongs to the
+/// current version), so tools that look images up by name see only the current one.
+pub const ANNOTATION_PREVIOUS_OF: &str = "io.edgepull.previous-of";
+/// Annotation on an older version: 1 for the most recent previous version, 2 for the one
+/// before, and so on.
+pub const ANNOTATION_PREVIOUS_RANK: &str = "io.edgepull.previous-rank";
 
 /// One image recorded in `index.json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +54,30 @@ pub struct ImageEntry {
 #[serde(rename_all = "camelCase")]
 struct LayoutMarker {
     image_layout_version: String,
+}
+
+/// An older version of an image kept for rollback (see [`ANNOTATION_PREVIOUS_OF`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousEntry {
+    /// The ref name this version was current under.
+    pub ref_name: String,
+    /// 1 for the most recent previous version.
+    pub rank: u32,
+    /// The manifest descriptor as stored.
+    pub descriptor: Descriptor,
+    /// The index the manifest was selected from, if any.
+    pub source_index: Option<Digest>,
+}
+
+/// What [`IndexFile::switch`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Switch {
+    /// The digest that was current before, when it differs from the new one.
+    pub previous: Option<Digest>,
+    /// False when the ref already pointed at this manifest (only annotations refreshed).
+    pub changed: bool,
+    /// Older versions that fell off the end of `keep_previous` (no longer referenced).
+    pub dropped: Vec<Digest>,
 }
 
 /// `index.json` as stored. Unknown top-level keys are kept when rewriting.
@@ -123,11 +154,128 @@ impl IndexFile {
         }
     }
 
-    /// Remove the entry for `ref_name`; whether one existed.
+    /// Remove the entry for `ref_name` and the older versions kept for it; whether a
+    /// current entry existed.
     fn remove(&mut self, ref_name: &str) -> bool {
-        let before = self.manifests.len();
-        self.manifests.retain(|m| ref_name_of(m) != Some(ref_name));
-        self.manifests.len() != before
+        let before = self
+            .manifests
+            .iter()
+            .filter(|m| ref_name_of(m) == Some(ref_name))
+            .count();
+        self.manifests
+            .retain(|m| ref_name_of(m) != Some(ref_name) && previous_of(m) != Some(ref_name));
+        before > 0
+    }
+
+    /// Make `manifest` the current version of `ref_name` in one step, keeping up to `keep`
+    /// older versions for rollback: the version that was current becomes previous rank 1,
+    /// the older ones move down a rank, and the ones beyond `keep` are dropped. A version
+    /// that becomes current again (a rollback in the registry) leaves the previous list.
+    /// Entries of other refs keep their place; the older versions of `ref_name` follow its
+    /// current entry.
+    pub(crate) fn switch(
+        &mut self,
+        ref_name: &str,
+        manifest: &Descriptor,
+        source_index: Option<&Digest>,
+        keep: u32,
+    ) -> Switch {
+        let current_pos = self
+            .manifests
+            .iter()
+            .position(|m| ref_name_of(m) == Some(ref_name));
+        let old_current = current_pos.map(|i| self.manifests[i].clone());
+        if old_current.as_ref().is_some_and(|c| c.digest == manifest.digest) {
+            self.upsert(ref_name, manifest, source_index);
+            return Switch::default();
+        }
+        let mut older: Vec<Descriptor> = self
+            .manifests
+            .iter()
+            .filter(|m| previous_of(m) == Some(ref_name))
+            .cloned()
+            .collect();
+        older.sort_by_key(previous_rank);
+        let mut chain: Vec<Descriptor> = Vec::new();
+        for mut d in old_current.iter().cloned().chain(older) {
+            if d.digest == manifest.digest || chain.iter().any(|c| c.digest == d.digest) {
+                continue;
+            }
+            d.annotations.remove(ANNOTATION_REF_NAME);
+            d.annotations
+                .insert(ANNOTATION_PREVIOUS_OF.to_string(), ref_name.to_string());
+            chain.push(d);
+        }
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        let dropped: Vec<Digest> = chain.iter().skip(keep).map(|d| d.digest).collect();
+        chain.truncate(keep);
+        for (i, d) in chain.iter_mut().enumerate() {
+            d.annotations
+                .insert(ANNOTATION_PREVIOUS_RANK.to_string(), (i + 1).to_string());
+        }
+
+        let mut current = manifest.clone();
+        current.urls.clear();
+        current.annotations.remove(ANNOTATION_PREVIOUS_OF);
+        current.annotations.remove(ANNOTATION_PREVIOUS_RANK);
+        current
+            .annotations
+            .insert(ANNOTATION_REF_NAME.to_string(), ref_name.to_string());
+        match source_index {
+            Some(d) => {
+                current
+                    .annotations
+                    .insert(ANNOTATION_SOURCE_INDEX.to_string(), d.to_string());
+            }
+            None => {
+                current.annotations.remove(ANNOTATION_SOURCE_INDEX);
+            }
+        }
+
+        let mut out = Vec::with_capacity(self.manifests.len() + 1);
+        let mut placed = false;
+        for m in self.manifests.drain(..) {
+            if previous_of(&m) == Some(ref_name) {
+                continue;
+            }
+            if ref_name_of(&m) == Some(ref_name) {
+                if !placed {
+                    out.push(current.clone());
+                    out.append(&mut chain);
+                    placed = true;
+                }
+                continue;
+            }
+            out.push(m);
+        }
+        if !placed {
+            out.push(current);
+            out.append(&mut chain);
+        }
+        self.manifests = out;
+        Switch {
+            previous: old_current.map(|c| c.digest),
+            changed: true,
+            dropped,
+        }
+    }
+
+    /// The older versions kept for rollback, in file order.
+    pub(crate) fn previous_entries(&self) -> Vec<PreviousEntry> {
+        self.manifests
+            .iter()
+            .filter_map(|m| {
+                Some(PreviousEntry {
+                    ref_name: previous_of(m)?.to_string(),
+                    rank: previous_rank(m),
+                    descriptor: m.clone(),
+                    source_index: m
+                        .annotations
+                        .get(ANNOTATION_SOURCE_INDEX)
+                        .and_then(|s| Digest::parse(s).ok()),
+                })
+            })
+            .collect()
     }
 
     /// The named entries, in file order. Entries without a ref name are skipped.
@@ -152,6 +300,22 @@ impl IndexFile {
 
 fn ref_name_of(d: &Descriptor) -> Option<&str> {
     d.annotations.get(ANNOTATION_REF_NAME).map(String::as_str)
+}
+
+/// The ref an older version was kept for (never set on a named entry).
+fn previous_of(d: &Descriptor) -> Option<&str> {
+    if d.annotations.contains_key(ANNOTATION_REF_NAME) {
+        return None;
+    }
+    d.annotations.get(ANNOTATION_PREVIOUS_OF).map(String::as_str)
+}
+
+/// The rank of an older version; unparseable ranks sort last.
+fn previous_rank(d: &Descriptor) -> u32 {
+    d.annotations
+        .get(ANNOTATION_PREVIOUS_RANK)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(u32::MAX)
 }
 
 /// Check `ref_name` against the OCI image-layout grammar for `org.opencontainers.image.ref.name`:
@@ -248,7 +412,7 @@ pub(crate) fn read_index(oci_dir: &Path) -> Result<IndexFile, StoreError> {
     serde_json::from_slice(&bytes).map_err(|source| StoreError::CorruptIndex { path, source })
 }
 
-fn write_index(oci_dir: &Path, index: &IndexFile) -> Result<(), StoreError> {
+pub(crate) fn write_index(oci_dir: &Path, index: &IndexFile) -> Result<(), StoreError> {
     let path = oci_dir.join(INDEX_FILE);
     let body = encode(index, &path)?;
     write_atomic(oci_dir, INDEX_FILE, INDEX_TMP, &body)?;
@@ -275,6 +439,21 @@ pub(crate) fn set_image(
     let mut index = read_index(oci_dir)?;
     index.upsert(ref_name, manifest, source_index);
     write_index(oci_dir, &index)
+}
+
+/// Read-modify-write `index.json` to switch `ref_name` (see [`IndexFile::switch`]). Caller
+/// serializes index updates.
+pub(crate) fn switch_image(
+    oci_dir: &Path,
+    ref_name: &str,
+    manifest: &Descriptor,
+    source_index: Option<&Digest>,
+    keep: u32,
+) -> Result<Switch, StoreError> {
+    let mut index = read_index(oci_dir)?;
+    let switch = index.switch(ref_name, manifest, source_index, keep);
+    write_index(oci_dir, &index)?;
+    Ok(switch)
 }
 
 /// Read-modify-write `index.json` to drop `ref_name`. Caller serializes index updates.
@@ -339,6 +518,144 @@ mod tests {
         assert!(idx.remove("a"));
         assert!(!idx.remove("a"));
         assert_eq!(idx.entries().len(), 1);
+    }
+
+    /// (ref name, previous-of, previous-rank, digest) of one entry.
+    type Row = (Option<String>, Option<String>, Option<String>, Digest);
+
+    fn digests(idx: &IndexFile) -> Vec<Row> {
+        idx.manifests
+            .iter()
+            .map(|m| {
+                (
+                    ref_name_of(m).map(str::to_string),
+                    m.annotations.get(ANNOTATION_PREVIOUS_OF).cloned(),
+                    m.annotations.get(ANNOTATION_PREVIOUS_RANK).cloned(),
+                    m.digest,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn switch_rotates_previous_versions_table() {
+        let m = |n: u8| Descriptor::new(OCI_MANIFEST, Digest::of(&[n]), 10);
+        let d = |n: u8| Digest::of(&[n]);
+        let cur = |r: &str, n: u8| (Some(r.to_string()), None, None, d(n));
+        let prev = |r: &str, rank: u32, n: u8| (None, Some(r.to_string()), Some(rank.to_string()), d(n));
+        // (steps: (ref, manifest, keep)), expected layout, expected last Switch
+        struct Case {
+            steps: Vec<(&'static str, u8, u32)>,
+            want: Vec<Row>,
+            last: Switch,
+        }
+        let cases = vec![
+            Case {
+                steps: vec![("a", 1, 1)],
+                want: vec![cur("a", 1)],
+                last: Switch {
+                    previous: None,
+                    changed: true,
+                    dropped: vec![],
+                },
+            },
+            Case {
+                steps: vec![("a", 1, 1), ("a", 2, 1)],
+                want: vec![cur("a", 2), prev("a", 1, 1)],
+                last: Switch {
+                    previous: Some(d(1)),
+                    changed: true,
+                    dropped: vec![],
+                },
+            },
+            Case {
+                steps: vec![("a", 1, 1), ("a", 2, 1), ("a", 3, 1)],
+                want: vec![cur("a", 3), prev("a", 1, 2)],
+                last: Switch {
+                    previous: Some(d(2)),
+                    changed: true,
+                    dropped: vec![d(1)],
+                },
+            },
+            Case {
+                steps: vec![("a", 1, 2), ("a", 2, 2), ("a", 3, 2)],
+                want: vec![cur("a", 3), prev("a", 1, 2), prev("a", 2, 1)],
+                last: Switch {
+                    previous: Some(d(2)),
+                    changed: true,
+                    dropped: vec![],
+                },
+            },
+            // keep 0: no rollback copy.
+            Case {
+                steps: vec![("a", 1, 0), ("a", 2, 0)],
+                want: vec![cur("a", 2)],
+                last: Switch {
+                    previous: Some(d(1)),
+                    changed: true,
+                    dropped: vec![d(1)],
+                },
+            },
+            // Same digest again: nothing rotates.
+            Case {
+                steps: vec![("a", 1, 1), ("a", 2, 1), ("a", 2, 1)],
+                want: vec![cur("a", 2), prev("a", 1, 1)],
+                last: Switch::default(),
+            },
+            // Rollback in the registry: 1 → 2 → 1 keeps 2 as previous, not 1 twice.
+            Case {
+                steps: vec![("a", 1, 2), ("a", 2, 2), ("a", 1, 2)],
+                want: vec![cur("a", 1), prev("a", 1, 2)],
+                last: Switch {
+                    previous: Some(d(2)),
+                    changed: true,
+                    dropped: vec![],
+                },
+            },
+            // Other refs keep their place and their own previous versions.
+            Case {
+                steps: vec![("a", 1, 1), ("b", 5, 1), ("a", 2, 1), ("b", 6, 1)],
+                want: vec![cur("a", 2), prev("a", 1, 1), cur("b", 6), prev("b", 1, 5)],
+                last: Switch {
+                    previous: Some(d(5)),
+                    changed: true,
+                    dropped: vec![],
+                },
+            },
+        ];
+        for (i, case) in cases.into_iter().enumerate() {
+            let mut idx = IndexFile::empty();
+            let mut last = Switch::default();
+            for (r, n, keep) in &case.steps {
+                last = idx.switch(r, &m(*n), None, *keep);
+            }
+            assert_eq!(digests(&idx), case.want, "case {i}");
+            assert_eq!(last, case.last, "case {i}");
+            // Named entries stay unique and older versions never carry a ref name.
+            assert_eq!(
+                idx.entries().len(),
+                idx.manifests.iter().filter(|m| ref_name_of(m).is_some()).count()
+            );
+        }
+    }
+
+    #[test]
+    fn switch_keeps_previous_right_after_current_and_remove_drops_them() {
+        let m = |n: u8| Descriptor::new(OCI_MANIFEST, Digest::of(&[n]), 10);
+        let mut idx = IndexFile::empty();
+        idx.switch("a", &m(1), None, 1);
+        idx.switch("b", &m(9), None, 1);
+        let ix = Digest::of(b"index");
+        idx.switch("a", &m(2), Some(&ix), 1);
+        let order: Vec<Digest> = idx.manifests.iter().map(|d| d.digest).collect();
+        assert_eq!(order, vec![m(2).digest, m(1).digest, m(9).digest]);
+        assert_eq!(idx.entries()[0].source_index, Some(ix));
+        let prev = idx.previous_entries();
+        assert_eq!(prev.len(), 1);
+        assert_eq!((prev[0].ref_name.as_str(), prev[0].rank), ("a", 1));
+        assert!(idx.remove("a"));
+        assert_eq!(idx.manifests.len(), 1);
+        assert!(idx.previous_entries().is_empty());
     }
 
     #[test]

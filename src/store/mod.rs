@@ -24,6 +24,7 @@
 //! ([`Store::put_blob`], [`Store::set_image`]) which touch a few KiB.
 
 mod fsio;
+mod gc;
 mod ingest;
 mod layout;
 mod lock;
@@ -36,9 +37,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub use gc::{
+    Children, GcBlocked, GcReport, GcRoot, RepairReport, RepairedBlob, ingest_is_stale, unreferenced,
+};
 pub use ingest::{DEFAULT_CHECKPOINT_BYTES, DEFAULT_CHECKPOINT_INTERVAL, Ingest, IngestStatus};
 pub use layout::{
-    ANNOTATION_REF_NAME, ANNOTATION_SOURCE_INDEX, INDEX_FILE, ImageEntry, OCI_LAYOUT_FILE, validate_ref_name,
+    ANNOTATION_PREVIOUS_OF, ANNOTATION_PREVIOUS_RANK, ANNOTATION_REF_NAME, ANNOTATION_SOURCE_INDEX,
+    INDEX_FILE, ImageEntry, OCI_LAYOUT_FILE, PreviousEntry, Switch, validate_ref_name,
 };
 pub use verify::{CorruptBlob, Corruption, VerifyReport};
 
@@ -495,15 +500,55 @@ impl Store {
         layout::set_image(&self.layout_dir(), ref_name, manifest, source_index)
     }
 
-    /// Remove the `index.json` entry for `ref_name`, atomically. Returns whether there was
-    /// one. Blobs are not deleted.
+    /// Make `manifest` the current version of `ref_name` and keep up to `keep_previous`
+    /// older versions referenced in `index.json` for rollback, in one atomic replace of
+    /// `index.json`. The version that was current becomes the newest older version: an
+    /// entry without a ref name, annotated `io.edgepull.previous-of = <ref_name>` and
+    /// `io.edgepull.previous-rank = 1`; versions beyond `keep_previous` are dropped from the
+    /// index (their blobs go at the next [`Store::gc`]). Like [`Store::set_image`], the
+    /// manifest blob must already be committed.
+    pub fn switch_image(
+        &self,
+        ref_name: &str,
+        manifest: &Descriptor,
+        source_index: Option<&Digest>,
+        keep_previous: u32,
+    ) -> Result<Switch, StoreError> {
+        validate_ref_name(ref_name)?;
+        if !self.has_blob(&manifest.digest, manifest.size) {
+            return Err(StoreError::NotFound {
+                digest: manifest.digest,
+                path: self.blob_path(&manifest.digest),
+            });
+        }
+        let _guard = self.lock_index();
+        layout::switch_image(
+            &self.layout_dir(),
+            ref_name,
+            manifest,
+            source_index,
+            keep_previous,
+        )
+    }
+
+    /// Remove the `index.json` entry for `ref_name` and the older versions kept for it,
+    /// atomically. Returns whether there was a current entry. Blobs are not deleted.
     pub fn remove_image(&self, ref_name: &str) -> Result<bool, StoreError> {
-        let _guard = self
-            .inner
+        let _guard = self.lock_index();
+        layout::remove_image(&self.layout_dir(), ref_name)
+    }
+
+    /// The older versions kept in `index.json` for rollback.
+    pub fn previous_images(&self) -> Result<Vec<PreviousEntry>, StoreError> {
+        Ok(layout::read_index(&self.layout_dir())?.previous_entries())
+    }
+
+    /// Serializes read-modify-write of `index.json` (and garbage collection) in this process.
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
             .index_lock
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        layout::remove_image(&self.layout_dir(), ref_name)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The images recorded in `index.json` (entries without a ref name are skipped).

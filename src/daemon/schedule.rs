@@ -1,0 +1,297 @@
+//! The daemon's decisions, without IO: when to poll next, how long to back off, what to do
+//! after a `HEAD`, and whether a download fits the disk budget. Time and randomness are
+//! injected (a jitter sample in `0..=1`), so every rule is a table test.
+
+use std::time::Duration;
+
+use crate::oci::Digest;
+
+/// Shortest wait between two checks of one image, whatever the jitter draws.
+pub const MIN_DELAY: Duration = Duration::from_millis(100);
+/// First backoff step after a failure (the wait is drawn from `[step/2, step]`).
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// A `Retry-After` is honoured up to this long, even beyond the backoff cap.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// The wait before the next check: `interval × (1 + jitter × (2·sample − 1))`, so a fleet
+/// sharing one interval spreads over `interval × [1 − jitter, 1 + jitter]`. Never below
+/// [`MIN_DELAY`]. `sample` is clamped to `0..=1` (NaN counts as 0.5: no jitter).
+pub fn poll_delay(interval: Duration, jitter: f64, sample: f64) -> Duration {
+    let sample = if sample.is_nan() {
+        0.5
+    } else {
+        sample.clamp(0.0, 1.0)
+    };
+    let jitter = if jitter.is_nan() {
+        0.0
+    } else {
+        jitter.clamp(0.0, 1.0)
+    };
+    let factor = 1.0 + jitter * (2.0 * sample - 1.0);
+    interval.mul_f64(factor).max(MIN_DELAY)
+}
+
+/// Consecutive failures of one image and the wait they earn. Never gives up: the wait
+/// grows exponentially (equal jitter, as the blob retry policy) up to the cap and stays
+/// there; a success resets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// Failures in a row.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Record a failure; the wait before the next attempt: `d/2 + sample·d/2` for
+    /// `d = min(cap, base·2^(failures−1))`, and at least the server's `Retry-After`
+    /// (up to [`MAX_RETRY_AFTER`]).
+    pub fn on_failure(
+        &mut self,
+        base: Duration,
+        cap: Duration,
+        retry_after: Option<Duration>,
+        sample: f64,
+    ) -> Duration {
+        let step = self.failures.min(31);
+        self.failures = self.failures.saturating_add(1);
+        let sample = if sample.is_nan() {
+            0.0
+        } else {
+            sample.clamp(0.0, 1.0)
+        };
+        let exp = base.saturating_mul(1u32 << step).min(cap.max(base));
+        let half = exp / 2;
+        let wait = half + half.mul_f64(sample);
+        match retry_after {
+            Some(ra) => wait.max(ra.min(MAX_RETRY_AFTER)),
+            None => wait,
+        }
+        .max(MIN_DELAY)
+    }
+
+    /// A success: start over.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// What the store holds for an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local {
+    /// The digest a `HEAD` of the reference returns for it: the index it came from, else
+    /// the manifest.
+    pub top: Digest,
+    /// Whether the manifest and every blob it references are in the store, with the
+    /// right sizes.
+    pub complete: bool,
+}
+
+/// What to do after learning the digest a reference points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterHead {
+    /// The store has exactly this, complete: no further request.
+    Nothing,
+    /// Plan a pull of this digest.
+    Pull(PullReason),
+}
+
+/// Why a pull is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullReason {
+    /// The image is not in the store yet.
+    New,
+    /// The reference moved to another digest.
+    Changed,
+    /// Same digest, but blobs are missing (an interrupted pull, or a start-up repair).
+    Incomplete,
+}
+
+impl PullReason {
+    /// For logs and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Changed => "changed",
+            Self::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// Decide after a `HEAD` (or from a pinned digest) returned `remote`.
+pub fn after_head(remote: &Digest, local: Option<Local>) -> AfterHead {
+    match local {
+        None => AfterHead::Pull(PullReason::New),
+        Some(l) if l.top != *remote => AfterHead::Pull(PullReason::Changed),
+        Some(l) if !l.complete => AfterHead::Pull(PullReason::Incomplete),
+        Some(_) => AfterHead::Nothing,
+    }
+}
+
+/// Whether a download fits on the store's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Go ahead.
+    Fits,
+    /// Do not start: `missing + min_free` bytes are needed and only `available` are free.
+    Defer {
+        /// Bytes still to download.
+        missing: u64,
+        /// The reserve that must stay free.
+        min_free: u64,
+        /// Free bytes for this user on the store's filesystem.
+        available: u64,
+    },
+}
+
+/// The download fits when the missing bytes plus the reserve are available.
+pub fn budget(missing: u64, min_free: u64, available: u64) -> Budget {
+    if missing
+        .checked_add(min_free)
+        .is_some_and(|need| need <= available)
+    {
+        Budget::Fits
+    } else {
+        Budget::Defer {
+            missing,
+            min_free,
+            available,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn poll_delay_table() {
+        let cases = [
+            (S(300), 0.2, 0.5, S(300)),
+            (S(300), 0.2, 0.0, S(240)),
+            (S(300), 0.2, 1.0, S(360)),
+            (S(300), 0.0, 1.0, S(300)),
+            (S(10), 1.0, 0.0, MIN_DELAY),
+            (S(10), 1.0, 1.0, S(20)),
+            (S(1), 0.2, 0.25, MS(900)),
+            (S(300), 0.2, 7.0, S(360)),
+            (S(300), 0.2, -1.0, S(240)),
+            (S(300), 0.2, f64::NAN, S(300)),
+            (S(300), f64::NAN, 0.0, S(300)),
+        ];
+        for (interval, jitter, sample, want) in cases {
+            assert_eq!(
+                poll_delay(interval, jitter, sample),
+                want,
+                "{interval:?} {jitter} {sample}"
+            );
+        }
+    }
+
+    #[test]
+    fn poll_delay_spreads_within_bounds() {
+        for i in 0..=100 {
+            let d = poll_delay(S(300), 0.2, f64::from(i) / 100.0);
+            assert!(d >= S(240) && d <= S(360), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_table() {
+        let cap = S(900);
+        // (failures before, retry_after, sample, want)
+        let cases = [
+            (0, None, 0.0, MS(500)),
+            (0, None, 1.0, S(1)),
+            (1, None, 1.0, S(2)),
+            (4, None, 0.0, S(8)),
+            (9, None, 1.0, S(512)),
+            (10, None, 0.0, S(450)),
+            (10, None, 1.0, S(900)),
+            (1000, None, 1.0, S(900)),
+            (0, Some(S(120)), 0.0, S(120)),   // Retry-After is a floor
+            (10, Some(S(120)), 1.0, S(900)),  // backoff above it wins
+            (0, Some(S(3600)), 0.0, S(3600)), // honoured beyond the cap
+            (0, Some(S(u64::MAX)), 0.0, MAX_RETRY_AFTER),
+            (0, None, f64::NAN, MS(500)),
+        ];
+        for (before, ra, sample, want) in cases {
+            let mut b = Backoff { failures: before };
+            assert_eq!(
+                b.on_failure(BACKOFF_BASE, cap, ra, sample),
+                want,
+                "{before} {ra:?} {sample}"
+            );
+            assert_eq!(b.failures(), before.saturating_add(1));
+        }
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap_never_gives_up_and_resets() {
+        let mut b = Backoff::default();
+        let mut last = Duration::ZERO;
+        for _ in 0..200 {
+            let d = b.on_failure(BACKOFF_BASE, S(900), None, 1.0);
+            assert!(d >= last && d <= S(900));
+            last = d;
+        }
+        assert_eq!(last, S(900));
+        b.reset();
+        assert_eq!(b.on_failure(BACKOFF_BASE, S(900), None, 1.0), S(1));
+        // A cap below the base still waits one base step.
+        let mut b = Backoff::default();
+        assert_eq!(b.on_failure(S(2), S(1), None, 1.0), S(2));
+    }
+
+    #[test]
+    fn after_head_table() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let local = |top, complete| Some(Local { top, complete });
+        let cases = [
+            (a, None, AfterHead::Pull(PullReason::New)),
+            (a, local(a, true), AfterHead::Nothing),
+            (a, local(a, false), AfterHead::Pull(PullReason::Incomplete)),
+            (a, local(b, true), AfterHead::Pull(PullReason::Changed)),
+            (a, local(b, false), AfterHead::Pull(PullReason::Changed)),
+        ];
+        for (remote, local, want) in cases {
+            assert_eq!(after_head(&remote, local), want, "{local:?}");
+        }
+    }
+
+    #[test]
+    fn budget_table() {
+        let cases = [
+            (0, 0, 0, true),
+            (100, 0, 100, true),
+            (100, 1, 100, false),
+            (60, 40, 100, true),
+            (u64::MAX, 1, u64::MAX, false),
+            (1, u64::MAX, u64::MAX, false),
+        ];
+        for (missing, min_free, available, fits) in cases {
+            let got = budget(missing, min_free, available);
+            assert_eq!(
+                got == Budget::Fits,
+                fits,
+                "{missing} {min_free} {available}: {got:?}"
+            );
+            if !fits {
+                assert_eq!(
+                    got,
+                    Budget::Defer {
+                        missing,
+                        min_free,
+                        available
+                    }
+                );
+            }
+        }
+    }
+}
