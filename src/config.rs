@@ -366,6 +366,13 @@ impl Default for TimeoutConfig {
     }
 }
 
+/// This device's platform when the config names none: the build's platform, refined by
+/// `/proc/cpuinfo` (only ever lowered, e.g. an armv7 build on an ARMv6 Pi Zero → arm/v6).
+pub fn device_platform() -> Platform {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok();
+    crate::oci::cpuinfo::default_platform(&Platform::host(), cpuinfo.as_deref())
+}
+
 /// The config path: `cli` (`--config`) if given, else `EDGEPULL_CONFIG` if set and
 /// non-empty, else [`DEFAULT_PATH`].
 pub fn default_path(cli: Option<&Path>) -> PathBuf {
@@ -622,7 +629,8 @@ impl Ctx {
         let registry = self.registry(raw_registry, &mut notes)?;
         let store = self.store(raw.store)?;
         let (platform, platform_defaulted) = match raw.platform {
-            None => (Platform::host(), true),
+            // The build's platform, lowered on an armv7 build running on an ARMv6 CPU.
+            None => (device_platform(), true),
             Some(p) => (
                 Platform::parse(&p).map_err(|e| {
                     self.invalid(

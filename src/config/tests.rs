@@ -107,7 +107,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.store.path, Path::new("/var/lib/edgepull"));
     assert_eq!(c.store.checkpoint_bytes, 4 * 1024 * 1024);
     assert_eq!(c.store.lock_wait, Duration::from_secs(30));
-    assert_eq!(c.platform, Platform::host());
+    assert_eq!(c.platform, crate::config::device_platform());
     assert!(c.platform_defaulted);
     assert!(c.images.is_empty());
     assert_eq!(c.concurrency, 3);
@@ -996,7 +996,7 @@ fn platform_is_parsed_or_defaulted() {
     assert_eq!(c.platform.to_string(), "linux/arm/v7");
     assert!(!c.platform_defaulted);
     let c = ok(&base());
-    assert_eq!(c.platform, Platform::host());
+    assert_eq!(c.platform, crate::config::device_platform());
     assert!(c.platform_defaulted);
     let e = err(&with(|v| v["platform"] = json!("arm64")));
     assert_invalid(&e, "platform", &["os/arch", "leave it out"]);
