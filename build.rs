@@ -23,20 +23,34 @@ fn main() {
     if commit == "unknown" {
         return;
     }
-    let mut watch = vec!["HEAD".to_string(), "packed-refs".to_string()];
-    // HEAD is `ref: refs/heads/<branch>` on a branch; detached, it holds the hash itself.
-    if let Some(name) = git(&dir, &["symbolic-ref", "-q", "HEAD"]) {
-        watch.push(name);
-    }
-    for item in watch {
-        if let Some(path) = git(&dir, &["rev-parse", "--git-path", &item]) {
-            let path = dir.join(path);
-            // A missing file would make cargo rerun this script on every build.
-            if path.is_file() {
-                println!("cargo::rerun-if-changed={}", path.display());
-            }
+    // Watch only paths that exist: a missing one would make cargo rerun this script on every
+    // build.
+    for item in ["HEAD", "packed-refs"] {
+        if let Some(path) = git_path(&dir, item).filter(|p| p.is_file()) {
+            println!("cargo::rerun-if-changed={}", path.display());
         }
     }
+    // On a branch, HEAD holds `ref: refs/heads/<branch>` and a commit rewrites only that ref
+    // (detached, HEAD holds the hash itself). A ref that exists only in packed-refs gets a loose
+    // file again at the next commit, so then watch the folder it will appear in (cargo scans a
+    // folder for newer files).
+    if let Some(name) = git(&dir, &["symbolic-ref", "-q", "HEAD"])
+        && let Some(path) = git_path(&dir, &name)
+    {
+        let watched = if path.is_file() {
+            Some(path.as_path())
+        } else {
+            path.parent().filter(|p| p.is_dir())
+        };
+        if let Some(p) = watched {
+            println!("cargo::rerun-if-changed={}", p.display());
+        }
+    }
+}
+
+/// Where `item` (e.g. `HEAD`, `refs/heads/main`) lives; `.git` may be a file (linked worktree).
+fn git_path(dir: &Path, item: &str) -> Option<PathBuf> {
+    git(dir, &["rev-parse", "--git-path", item]).map(|p| dir.join(p))
 }
 
 /// Runs git in `dir`; its trimmed stdout when it succeeds with some output.
