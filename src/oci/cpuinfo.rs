@@ -337,7 +337,7 @@ flags\t\t: fpu vme de pse tsc msr
     }
 
     /// Run on each shipped target (scripts/cross-build --test): the build's platform follows
-    /// from the triple cargo built for (EDGEPULL_TARGET, from build.rs), e.g. the armv6
+    /// from the triple cargo built for (EDGEPULL_TARGET, from scripts/build.rs), e.g. the armv6
     /// build must not claim v7.
     #[test]
     fn host_platform_matches_the_target_triple() {

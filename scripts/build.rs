@@ -19,7 +19,7 @@ fn main() {
     let commit = git(&dir, &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_string());
     println!("cargo::rustc-env=EDGEPULL_GIT_COMMIT={commit}");
 
-    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=scripts/build.rs");
     if commit == "unknown" {
         return;
     }
