@@ -90,8 +90,7 @@ fn multi_arch_index_picks_arm64_and_armv7() {
     // armv5 device: nothing fits → clear error naming what is offered.
     env.edit_config(|c| c["platform"] = "linux/arm/v5".into());
     let puller = env.puller();
-    let err = pull(&env, &puller, "multi").unwrap_err();
-    assert_eq!(err.category(), Category::Registry);
+    let err = pull_err(&env, &puller, "multi", Category::Registry);
     let msg = edgepull::error_chain(&err);
     assert!(
         msg.contains("linux/arm/v5") && msg.contains("linux/arm/v7"),
@@ -127,13 +126,7 @@ fn redirect_to_the_other_region_is_refused_and_never_contacted() {
         .push_image_for("app", "x", &platform("linux/arm64"), vec![random_bytes(1000)]);
     env.fake.set_redirect_region("westus");
     let puller = env.puller();
-    let err = pull(&env, &puller, "x").unwrap_err();
-    assert_eq!(
-        err.category(),
-        Category::Policy,
-        "{}",
-        edgepull::error_chain(&err)
-    );
+    let err = pull_err(&env, &puller, "x", Category::Policy);
     let msg = edgepull::error_chain(&err);
     assert!(
         msg.contains(&env.fake.data_endpoint("westus").host().to_string()),
@@ -188,13 +181,7 @@ fn blob_served_by_the_login_server_is_refused_unless_configured() {
         .push_image_for("app", "x", &platform("linux/arm64"), vec![random_bytes(4096)]);
     env.fake.set_blob_direct(true);
     let puller = env.puller();
-    let err = pull(&env, &puller, "x").unwrap_err();
-    assert_eq!(
-        err.category(),
-        Category::Policy,
-        "{}",
-        edgepull::error_chain(&err)
-    );
+    pull_err(&env, &puller, "x", Category::Policy);
     drop(puller);
     env.edit_config(|c| c["registry"]["blob_source"] = "registry".into());
     let puller = env.puller();
@@ -208,13 +195,7 @@ fn realm_on_a_foreign_host_is_refused_before_any_credential_leaves() {
         .push_image_for("app", "x", &platform("linux/arm64"), vec![random_bytes(100)]);
     env.fake.set_realm_on_auth_host(true);
     let puller = env.puller();
-    let err = pull(&env, &puller, "x").unwrap_err();
-    assert_eq!(
-        err.category(),
-        Category::Policy,
-        "{}",
-        edgepull::error_chain(&err)
-    );
+    pull_err(&env, &puller, "x", Category::Policy);
     assert_eq!(env.fake.connections(ServerName::Auth), 0);
     drop(puller);
 
@@ -307,8 +288,7 @@ fn wrong_password_is_an_auth_error() {
         .push_image_for("app", "x", &platform("linux/arm64"), vec![random_bytes(100)]);
     std::fs::write(env.dir.path().join("password"), "wrong\n").unwrap();
     let puller = env.puller();
-    let err = pull(&env, &puller, "x").unwrap_err();
-    assert_eq!(err.category(), Category::Auth, "{}", edgepull::error_chain(&err));
+    let err = pull_err(&env, &puller, "x", Category::Auth);
     assert!(
         !edgepull::error_chain(&err).contains("wrong"),
         "no secret in the error"
@@ -421,13 +401,7 @@ fn body_longer_than_the_descriptor_aborts_and_leaves_nothing() {
             .push_image_for("app", "x", &platform("linux/arm64"), vec![random_bytes(10_000)]);
     env.fake.set_extra_bytes(5000);
     let puller = env.puller();
-    let err = pull(&env, &puller, "x").unwrap_err();
-    assert_eq!(
-        err.category(),
-        Category::Integrity,
-        "{}",
-        edgepull::error_chain(&err)
-    );
+    pull_err(&env, &puller, "x", Category::Integrity);
     drop(puller);
     assert!(!has_blob_file(&env.store_path(), &blobs[1].digest));
     assert!(env.open_store().images().unwrap().is_empty());
@@ -441,13 +415,7 @@ fn digest_mismatch_leaves_no_visible_blob() {
             .push_image_for("app", "x", &platform("linux/arm64"), vec![random_bytes(50_000)]);
     env.fake.set_corrupt_blob(Some(blobs[1].digest));
     let puller = env.puller();
-    let err = pull(&env, &puller, "x").unwrap_err();
-    assert_eq!(
-        err.category(),
-        Category::Integrity,
-        "{}",
-        edgepull::error_chain(&err)
-    );
+    let err = pull_err(&env, &puller, "x", Category::Integrity);
     assert!(edgepull::error_chain(&err).contains(&blobs[1].digest.to_string()));
     drop(puller);
     assert!(!has_blob_file(&env.store_path(), &blobs[1].digest));
@@ -475,13 +443,7 @@ fn path_traversal_digest_in_a_manifest_is_refused() {
     env.fake
         .override_manifest("app", "evil", body.into_bytes(), OCI_MANIFEST);
     let puller = env.puller();
-    let err = pull(&env, &puller, "evil").unwrap_err();
-    assert_eq!(
-        err.category(),
-        Category::Integrity,
-        "{}",
-        edgepull::error_chain(&err)
-    );
+    let err = pull_err(&env, &puller, "evil", Category::Integrity);
     assert!(
         edgepull::error_chain(&err).contains("sha256:../"),
         "names the bad value"
@@ -580,13 +542,7 @@ fn persistent_5xx_gives_up_with_a_transient_error() {
     for _ in 0..20 {
         env.fake.fail_next(503, None);
     }
-    let err = pull(&env, &puller, "x").unwrap_err();
-    assert_eq!(
-        err.category(),
-        Category::Transient,
-        "{}",
-        edgepull::error_chain(&err)
-    );
+    pull_err(&env, &puller, "x", Category::Transient);
 }
 
 #[test]

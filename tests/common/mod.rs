@@ -123,6 +123,13 @@ pub fn pull(env: &Env, puller: &Puller, tag: &str) -> Result<PullReport, PullErr
     rt().block_on(puller.pull(&env.reference(tag)))
 }
 
+/// Pull `tag`, expecting a failure of category `want`; returns the error for more checks.
+pub fn pull_err(env: &Env, puller: &Puller, tag: &str, want: edgepull::exit::Category) -> PullError {
+    let err = pull(env, puller, tag).expect_err("the pull should fail");
+    assert_eq!(err.category(), want, "{}", edgepull::error_chain(&err));
+    err
+}
+
 /// Blob files under the store's layout.
 pub fn blob_files(store_root: &Path) -> Vec<String> {
     let dir = store_root.join("oci/blobs/sha256");
