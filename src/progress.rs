@@ -24,6 +24,9 @@ pub trait Progress: Send + Sync {
     fn finish(&self, desc: &Descriptor, stats: &FetchStats);
     /// Given up.
     fn fail(&self, desc: &Descriptor);
+    /// One image's transfers are over (done or not): what was drawn stays as it is, and
+    /// the next image starts below whatever the caller prints in between.
+    fn end(&self) {}
 }
 
 /// Reports nothing.
@@ -39,7 +42,7 @@ impl Progress for Silent {
 
 /// Per-blob bars with bytes, rate and ETA.
 pub struct Bars {
-    multi: MultiProgress,
+    multi: Mutex<MultiProgress>,
     bars: Mutex<HashMap<Digest, ProgressBar>>,
 }
 
@@ -53,7 +56,7 @@ impl Bars {
     /// Bars drawn on stderr.
     pub fn new() -> Self {
         Self {
-            multi: MultiProgress::new(),
+            multi: Mutex::new(MultiProgress::new()),
             bars: Mutex::new(HashMap::new()),
         }
     }
@@ -69,7 +72,11 @@ impl Bars {
 
 impl Progress for Bars {
     fn start(&self, desc: &Descriptor, offset: u64) {
-        let bar = self.multi.add(ProgressBar::new(desc.size));
+        let bar = self
+            .multi
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(ProgressBar::new(desc.size));
         let style = ProgressStyle::with_template(
             "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
         )
@@ -107,6 +114,16 @@ impl Progress for Bars {
         if let Some(b) = self.bar(&desc.digest) {
             b.abandon_with_message("failed");
         }
+    }
+    fn end(&self) {
+        // A finished MultiProgress is left on screen as drawn; a new one draws the next
+        // image's bars below the lines printed in between (no redraw of old bars).
+        for (_, bar) in self.bars.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+        *self.multi.lock().unwrap_or_else(|p| p.into_inner()) = MultiProgress::new();
     }
 }
 

@@ -503,10 +503,12 @@ impl Puller {
             .iter()
             .map(|d| self.fetch_blob(plan, repo, d))
             .collect();
-        let stats: Vec<FetchStats> = stream::iter(fetches)
+        let stats: Result<Vec<FetchStats>, PullError> = stream::iter(fetches)
             .buffer_unordered(self.concurrency.max(1))
             .try_collect()
-            .await?;
+            .await;
+        self.fetcher.progress.end();
+        let stats = stats?;
         let store_err = |source| PullError::Store {
             reference: name.clone(),
             source,
