@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EDGEPULL_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(edgepull::progress::log_writer)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let big_mib: usize = std::env::var("DEMO_LAYER_MIB")

@@ -40,6 +40,36 @@ impl Progress for Silent {
     fn fail(&self, _: &Descriptor) {}
 }
 
+/// The bars being drawn now, if any: log lines written through [`log_writer`] suspend them
+/// so a line never tears a bar and old bars are not drawn twice.
+static DRAWING: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+fn set_drawing(multi: &MultiProgress) {
+    *DRAWING.lock().unwrap_or_else(|p| p.into_inner()) = Some(multi.clone());
+}
+
+/// stderr for log lines (a `tracing_subscriber` writer): while [`Bars`] are drawn, each
+/// line is written with the bars suspended, then they are redrawn below it.
+pub fn log_writer() -> LogWriter {
+    LogWriter
+}
+
+/// See [`log_writer`].
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let drawing = DRAWING.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match drawing {
+            Some(multi) => multi.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Per-blob bars with bytes, rate and ETA.
 pub struct Bars {
     multi: Mutex<MultiProgress>,
@@ -124,6 +154,7 @@ impl Progress for Bars {
             }
         }
         *self.multi.lock().unwrap_or_else(|p| p.into_inner()) = MultiProgress::new();
+        *DRAWING.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 

@@ -58,7 +58,8 @@ pub fn init(format: LogFormat) {
     let text = || {
         tracing_subscriber::fmt()
             .with_env_filter(filter())
-            .with_writer(std::io::stderr)
+            // stderr, with progress bars (if any) suspended around each line.
+            .with_writer(crate::progress::log_writer)
             .with_ansi(std::io::stderr().is_terminal())
             .finish()
     };
