@@ -102,11 +102,11 @@ impl Bars {
 
 impl Progress for Bars {
     fn start(&self, desc: &Descriptor, offset: u64) {
-        let bar = self
-            .multi
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add(ProgressBar::new(desc.size));
+        let bar = {
+            let multi = self.multi.lock().unwrap_or_else(|p| p.into_inner());
+            set_drawing(&multi);
+            multi.add(ProgressBar::new(desc.size))
+        };
         let style = ProgressStyle::with_template(
             "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
         )
