@@ -18,7 +18,7 @@ mod data;
 mod http;
 mod login;
 mod state;
-mod tls;
+pub mod tls;
 mod token;
 
 use std::collections::HashMap;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, Certificate, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -16,35 +16,47 @@ pub(crate) struct Pki {
     pub server_config: Arc<rustls::ServerConfig>,
 }
 
-/// Generate a CA and a leaf valid for `names` (DNS names or IP literals).
-pub(crate) fn generate(names: &[String]) -> Result<Pki, Box<dyn std::error::Error + Send + Sync>> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.remove(DnType::CommonName);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "edgepull testkit CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
+/// A test CA (`CA:TRUE`, path length 0) named `common_name`.
+pub fn test_ca(common_name: &str) -> Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.remove(DnType::CommonName);
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    CertifiedIssuer::self_signed(params, KeyPair::generate()?)
+}
 
-    let leaf_key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(names.to_vec())?;
-    leaf.distinguished_name.remove(DnType::CommonName);
-    leaf.distinguished_name.push(
+/// A server leaf (`CA:FALSE`, serverAuth) for `names` (DNS names or IP literals), signed by
+/// `ca`; the common name is the first name. Returns the certificate and its key.
+pub fn server_leaf(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    names: &[String],
+) -> Result<(Certificate, KeyPair), rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.distinguished_name.remove(DnType::CommonName);
+    params.distinguished_name.push(
         DnType::CommonName,
         names.first().map(String::as_str).unwrap_or("localhost"),
     );
-    leaf.is_ca = IsCa::ExplicitNoCa;
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.use_authority_key_identifier_extension = true;
-    let leaf_cert = leaf.signed_by(&leaf_key, &ca)?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    Ok((params.signed_by(&key, ca)?, key))
+}
 
-    let chain = vec![leaf_cert.der().clone(), ca.der().clone()];
+/// A rustls server config (ring provider, HTTP/1.1) presenting `leaf` then the CA.
+pub fn server_config(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    leaf: &Certificate,
+    leaf_key: &KeyPair,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let chain = vec![leaf.der().clone(), ca.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let mut config =
         rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -52,8 +64,15 @@ pub(crate) fn generate(names: &[String]) -> Result<Pki, Box<dyn std::error::Erro
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Generate a CA and a leaf valid for `names` (DNS names or IP literals).
+pub(crate) fn generate(names: &[String]) -> Result<Pki, Box<dyn std::error::Error + Send + Sync>> {
+    let ca = test_ca("edgepull testkit CA")?;
+    let (leaf, leaf_key) = server_leaf(&ca, names)?;
     Ok(Pki {
+        server_config: server_config(&ca, &leaf, &leaf_key)?,
         ca_pem: ca.pem(),
-        server_config: Arc::new(config),
     })
 }

@@ -8,13 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use edgepull::testkit::tls;
+use rcgen::{CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Names in the TLS certificate: the login server, both data endpoints, and the loopback
 /// addresses skopeo and the token realm are reached by.
@@ -62,31 +59,10 @@ pub struct PkiFiles {
 impl Pki {
     /// Generate everything.
     pub fn generate() -> Self {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.distinguished_name.remove(DnType::CommonName);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "edgepull real-registry test CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
-
-        // TLS leaf.
-        let tls_key = KeyPair::generate().expect("tls key");
+        let ca = tls::test_ca("edgepull real-registry test CA").expect("ca");
+        // TLS leaf (common name: the first name, the login server).
         let names: Vec<String> = TLS_NAMES.iter().map(|s| s.to_string()).collect();
-        let mut leaf = CertificateParams::new(names).expect("leaf params");
-        leaf.distinguished_name.remove(DnType::CommonName);
-        leaf.distinguished_name
-            .push(DnType::CommonName, "contoso.azurecr.test");
-        leaf.is_ca = IsCa::ExplicitNoCa;
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        leaf.use_authority_key_identifier_extension = true;
-        let tls_cert = leaf.signed_by(&tls_key, &ca).expect("tls leaf");
+        let (tls_cert, tls_key) = tls::server_leaf(&ca, &names).expect("tls leaf");
 
         // Token-signing leaf.
         let signing_kp = KeyPair::generate().expect("signing key");
@@ -106,23 +82,14 @@ impl Pki {
         )
         .expect("ring accepts rcgen's P-256 PKCS#8 key");
 
-        let chain = vec![tls_cert.der().clone(), ca.der().clone()];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(tls_key.serialize_der()));
-        let mut server =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("protocol versions")
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .expect("server config");
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server = tls::server_config(&ca, &tls_cert, &tls_key).expect("server config");
 
         Self {
             ca_pem: ca.pem(),
             ca_der: ca.der().to_vec(),
             tls_chain_pem: format!("{}{}", tls_cert.pem(), ca.pem()),
             tls_key_pem: tls_key.serialize_pem(),
-            tls_server: Arc::new(server),
+            tls_server: server,
             signing_cert_der: signing_cert.der().to_vec(),
             signing_key,
         }
