@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgepull::config::Config;
-use edgepull::oci::{Platform, Reference};
 use edgepull::progress::{Bars, LogLines, Progress};
 use edgepull::pull::Puller;
 use edgepull::store::Store;
-use edgepull::testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName, random_bytes};
+use edgepull_core::oci::{Platform, Reference};
+use edgepull_testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName, random_bytes};
 
 const REPO: &str = "app";
 

@@ -12,15 +12,15 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use edgepull::config::{Config, default_path};
 use edgepull::exit::Category;
-use edgepull::oci::Reference;
 use edgepull::progress::{Bars, LogLines, Progress};
 use edgepull::pull::Puller;
 use edgepull::store::Store;
+use edgepull_core::oci::Reference;
 
 /// Keeps OCI images in sync on edge devices; blobs come only from the region's data endpoint.
 #[derive(Parser, Debug)]
 #[command(name = "edgepull", version = version(), about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Config file [default: $EDGEPULL_CONFIG, else /etc/edgepull/config.json]
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -112,7 +112,7 @@ fn version() -> &'static str {
 }
 
 /// A failure with its exit category; `main` prints the chain.
-pub struct Failure {
+pub(crate) struct Failure {
     pub category: Category,
     pub error: Box<dyn std::error::Error + Send + Sync>,
 }
@@ -152,7 +152,7 @@ fn open_store(cfg: &Config) -> Result<Store, Failure> {
 }
 
 /// Run the command line; the `Ok` value is the exit code.
-pub async fn run(cli: Cli) -> Result<u8, Failure> {
+pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
     edgepull::telemetry::init(cli.log_format.into());
     match &cli.command {
         Command::Run => run_daemon(&cli).await,

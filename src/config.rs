@@ -27,7 +27,6 @@
 //!
 //! Raw serde structs stay private; everything public is already validated.
 
-mod acr;
 pub mod daemon;
 mod locate;
 mod secret;
@@ -42,12 +41,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use self::acr::{AcrHost, ShowEndpoints};
 pub use self::daemon::{HooksConfig, Jitter, MetricsConfig, SyncConfig};
 use self::locate::FieldPath;
 pub use self::secret::{Secret, load_secret};
-use crate::oci::{Platform, Reference};
-use crate::registry::hostport::{HostPort, HostPortError};
+use edgepull_core::acr::{self, AcrHost, ShowEndpoints};
+use edgepull_core::hostport::{HostPort, HostPortError};
+use edgepull_core::oci::{Platform, Reference};
 
 /// Where the config is read from when neither `--config` nor `EDGEPULL_CONFIG` says.
 pub const DEFAULT_PATH: &str = "/etc/edgepull/config.json";
@@ -370,7 +369,7 @@ impl Default for TimeoutConfig {
 /// `/proc/cpuinfo` (only ever lowered, e.g. an armv7 build on an ARMv6 Pi Zero → arm/v6).
 pub fn device_platform() -> Platform {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok();
-    crate::oci::cpuinfo::default_platform(&Platform::host(), cpuinfo.as_deref())
+    edgepull_core::oci::cpuinfo::default_platform(&Platform::host(), cpuinfo.as_deref())
 }
 
 /// The config path: `cli` (`--config`) if given, else `EDGEPULL_CONFIG` if set and

@@ -25,15 +25,12 @@ pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod fetch;
-pub mod oci;
 pub mod progress;
 pub mod pull;
 pub mod registry;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 
 /// An error and its causes on one line (`a: b: c`), for logs and retry reasons.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

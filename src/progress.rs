@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::fetch::FetchStats;
-use crate::oci::{Descriptor, Digest};
+use edgepull_core::oci::{Descriptor, Digest};
 
 /// Receives transfer events. Implementations must be cheap: `advance` runs per chunk.
 pub trait Progress: Send + Sync {

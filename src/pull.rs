@@ -12,17 +12,17 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthConfig, BlobSourceConfig, Config, ConfigError, load_secret};
-use crate::fetch::policy::RetryPolicy;
 use crate::fetch::{FetchError, FetchStats, Fetcher};
-use crate::oci::manifest::{MAX_CONFIG_BYTES, OCI_MANIFEST};
-use crate::oci::platform::select;
-use crate::oci::{Descriptor, Digest, Document, Platform, Reference};
 use crate::progress::Progress;
 use crate::registry::auth::Credentials;
 use crate::registry::client::{RegistryClient, RegistryError};
 use crate::registry::http::{HttpError, HttpSettings, build_client};
-use crate::registry::policy::{BlobSource, EgressPolicy, PolicyError};
 use crate::store::{Store, StoreError};
+use edgepull_core::egress::{BlobSource, EgressPolicy, PolicyError};
+use edgepull_core::oci::manifest::{MAX_CONFIG_BYTES, OCI_MANIFEST};
+use edgepull_core::oci::platform::select;
+use edgepull_core::oci::{Descriptor, Digest, Document, Platform, Reference};
+use edgepull_core::retry::RetryPolicy;
 
 /// Annotation holding the digest of the index an image was chosen from.
 pub const SOURCE_INDEX_ANNOTATION: &str = "io.edgepull.source-index";
@@ -85,7 +85,7 @@ pub enum PullError {
         reference: String,
         digest: Digest,
         #[source]
-        source: crate::oci::manifest::ManifestError,
+        source: edgepull_core::oci::manifest::ManifestError,
     },
     /// The index entry's size disagrees with the manifest fetched for it.
     #[error("{reference}: index says manifest {digest} has {expected} bytes but {actual} arrived")]
@@ -309,7 +309,7 @@ impl Puller {
                     .retry
                     .decide(attempt, &e.failure(), false, rand::random())
                 {
-                    crate::fetch::policy::Action::RetryAfter(delay) => {
+                    edgepull_core::retry::Action::RetryAfter(delay) => {
                         tracing::warn!(repository = repo, reference, error = %crate::error_chain(&e), retry_in = ?delay, "manifest request failed; retrying");
                         attempt += 1;
                         tokio::select! {
@@ -317,7 +317,7 @@ impl Puller {
                             () = tokio::time::sleep(delay) => {}
                         }
                     }
-                    crate::fetch::policy::Action::GiveUp => {
+                    edgepull_core::retry::Action::GiveUp => {
                         return Err(PullError::Registry {
                             reference: name.to_string(),
                             source: Box::new(e),
@@ -367,8 +367,8 @@ impl Puller {
         tracing::info!(image_ref = %name, digest = %top.digest, media_type = %top.media_type, "resolved");
 
         let (manifest_fetched, manifest, index, platform) = match doc {
-            crate::oci::Document::Manifest(m) => (top, m, None, None),
-            crate::oci::Document::Index(idx) => {
+            edgepull_core::oci::Document::Manifest(m) => (top, m, None, None),
+            edgepull_core::oci::Document::Index(idx) => {
                 let candidates: Vec<Platform> = idx
                     .manifests
                     .iter()
@@ -413,8 +413,8 @@ impl Puller {
                         source,
                     }
                 })? {
-                    crate::oci::Document::Manifest(m) => m,
-                    crate::oci::Document::Index(_) => {
+                    edgepull_core::oci::Document::Manifest(m) => m,
+                    edgepull_core::oci::Document::Index(_) => {
                         return Err(PullError::NotAManifest {
                             reference: name,
                             digest: entry.digest,
@@ -445,7 +445,7 @@ impl Puller {
             desc.media_type = OCI_MANIFEST.to_string();
         }
         if let Some(p) = &platform {
-            desc.platform = Some(crate::oci::manifest::DescriptorPlatform {
+            desc.platform = Some(edgepull_core::oci::manifest::DescriptorPlatform {
                 architecture: p.architecture.clone(),
                 os: p.os.clone(),
                 variant: (!p.variant.is_empty()).then(|| p.variant.clone()),

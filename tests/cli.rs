@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use edgepull::testkit::{ServerName, random_bytes};
+use edgepull_testkit::{ServerName, random_bytes};
 
 /// The binary under test: this build's, or `EDGEPULL_TEST_BIN` run through the optional
 /// `EDGEPULL_TEST_RUNNER` (e.g. `qemu-aarch64` for a cross-built ARM binary), so the same

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use edgepull::oci::{Digest, Platform};
-use edgepull::testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName, random_bytes};
+use edgepull_core::oci::{Digest, Platform};
+use edgepull_testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName, random_bytes};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgepull");

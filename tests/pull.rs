@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use edgepull::exit::Category;
-use edgepull::oci::manifest::OCI_MANIFEST;
-use edgepull::testkit::{AuthMode, ServerName, random_bytes};
+use edgepull_core::oci::manifest::OCI_MANIFEST;
+use edgepull_testkit::{AuthMode, ServerName, random_bytes};
 
 #[test]
 fn single_arch_pull_lands_verified_in_the_layout() {
@@ -509,7 +509,7 @@ fn transient_errors_retry_and_honour_retry_after() {
     let mut puller = env.puller();
     // Retry-After is a floor, clamped only by the cap: give the cap room above 1 s.
     puller.set_retry(
-        edgepull::fetch::policy::RetryPolicy::new(Duration::from_millis(20), Duration::from_secs(5), Some(6))
+        edgepull_core::retry::RetryPolicy::new(Duration::from_millis(20), Duration::from_secs(5), Some(6))
             .unwrap(),
     );
     // The next authorized login-server requests (manifest, then blobs) fail transiently.

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgepull::oci::Digest;
+use edgepull_core::oci::Digest;
 use serde_json::Value;
 use support::net::wait_until;
 use support::nginx::DataLine;

@@ -5,9 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use edgepull::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
-use edgepull::oci::{Descriptor, Digest};
 use edgepull::store::{ANNOTATION_REF_NAME, ANNOTATION_SOURCE_INDEX, Corruption, Ingest, Store, StoreError};
+use edgepull_core::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
+use edgepull_core::oci::{Descriptor, Digest};
 
 const MIB: usize = 1024 * 1024;
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";

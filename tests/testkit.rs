@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use edgepull::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
-use edgepull::oci::{Digest, Document, Platform};
-use edgepull::testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName, TokenField, random_bytes};
+use edgepull_core::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
+use edgepull_core::oci::{Digest, Document, Platform};
+use edgepull_testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName, TokenField, random_bytes};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, LOCATION, RANGE, WWW_AUTHENTICATE};
 

@@ -10,17 +10,17 @@ use std::fmt;
 /// A JSON field path such as `registry.auth.username`, `images[2]` or
 /// `registry.resolve["contoso.azurecr.io"]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldPath(String);
+pub(super) struct FieldPath(String);
 
 impl FieldPath {
     /// The empty path (the top-level value).
-    pub fn root() -> Self {
+    pub(super) fn root() -> Self {
         Self::default()
     }
 
     /// This path with an object key appended. Keys that are not plain identifiers are
     /// written as `["key"]`.
-    pub fn key(&self, key: &str) -> Self {
+    pub(super) fn key(&self, key: &str) -> Self {
         let mut s = self.0.clone();
         let plain = !key.is_empty()
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -39,12 +39,12 @@ impl FieldPath {
     }
 
     /// This path with an array index appended.
-    pub fn index(&self, index: usize) -> Self {
+    pub(super) fn index(&self, index: usize) -> Self {
         Self(format!("{}[{index}]", self.0))
     }
 
     /// The path as text; empty for the top level.
-    pub fn as_str(&self) -> &str {
+    pub(super) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -63,7 +63,7 @@ enum Frame {
 /// The path of the innermost field open at `line`/`column` (1-based, as serde_json reports
 /// them: the column counts bytes and points just past the token that failed). Best effort:
 /// on text that is not JSON it returns the path open where scanning stopped.
-pub fn path_at(text: &str, line: usize, column: usize) -> FieldPath {
+pub(super) fn path_at(text: &str, line: usize, column: usize) -> FieldPath {
     let bytes = text.as_bytes();
     let line_start = if line <= 1 {
         0

@@ -90,7 +90,7 @@ pub fn load_secret(path: &Path) -> Result<Secret, ConfigError> {
 /// A note when the secret file at `path` exists and can be read by its group or by
 /// anyone (`chmod 0600`, or let systemd's `LoadCredential=` provide it). `None` when the
 /// file is missing (it may only exist inside the service) or is private.
-pub fn permission_note(field: &str, path: &Path) -> Option<ConfigNote> {
+pub(super) fn permission_note(field: &str, path: &Path) -> Option<ConfigNote> {
     let meta = std::fs::metadata(path).ok()?;
     let mode = file_mode(&meta)?;
     (mode & 0o044 != 0).then(|| ConfigNote {

@@ -1096,3 +1096,20 @@ fn data_endpoint_source_display() {
     );
     assert!(DataEndpointSource::Derived.to_string().contains("derived"));
 }
+
+/// Run on each shipped target (scripts/cross-build --test): the build's platform follows
+/// from the triple cargo built for (EDGEPULL_TARGET, from scripts/build.rs), e.g. the armv6
+/// build must not claim v7.
+#[test]
+fn host_platform_matches_the_target_triple() {
+    let host = Platform::host();
+    let want = match env!("EDGEPULL_TARGET") {
+        "aarch64-unknown-linux-musl" | "aarch64-unknown-linux-gnu" => "linux/arm64/v8",
+        "armv7-unknown-linux-musleabihf" | "armv7-unknown-linux-gnueabihf" => "linux/arm/v7",
+        "arm-unknown-linux-musleabihf" | "arm-unknown-linux-gnueabihf" => "linux/arm/v6",
+        "x86_64-unknown-linux-gnu" | "x86_64-unknown-linux-musl" => "linux/amd64",
+        other => panic!("no expectation for target {other}"),
+    };
+    assert_eq!(host.to_string(), want);
+    assert_eq!(edgepull_core::oci::cpuinfo::default_platform(&host, None), host);
+}

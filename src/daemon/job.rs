@@ -15,15 +15,15 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::hook::{self, HookEnd, HookEnv};
-use super::schedule::{AfterHead, Budget, Local, after_head, budget};
 use crate::config::HooksConfig;
 use crate::exit::Category;
 use crate::fetch::FetchStats;
-use crate::oci::manifest::MAX_MANIFEST_BYTES;
-use crate::oci::{Descriptor, Digest, ImageManifest, Reference};
 use crate::progress::Progress;
 use crate::pull::{PullPlan, Puller};
 use crate::store::{Store, StoreError};
+use edgepull_core::oci::manifest::MAX_MANIFEST_BYTES;
+use edgepull_core::oci::{Descriptor, Digest, ImageManifest, Reference};
+use edgepull_core::schedule::{AfterHead, Budget, Local, after_head, budget};
 
 /// What a running job tells the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]

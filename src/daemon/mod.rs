@@ -23,7 +23,7 @@
 pub mod hook;
 mod job;
 pub mod metrics;
-pub mod schedule;
+
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -39,14 +39,14 @@ use tokio_util::sync::CancellationToken;
 use self::hook::HookEnd;
 use self::job::{Job, JobEvent, JobOutcome, Tracker};
 use self::metrics::Metrics;
-use self::schedule::{BACKOFF_BASE, Backoff, poll_delay};
 use self::status::{HookStatus, ImageStatus, LastError, STATUS_VERSION, Stamp, State, Status};
 use crate::config::{Config, ConfigError, ImageConfig};
 use crate::exit::Category;
-use crate::oci::Digest;
 use crate::pull::{PullError, Puller};
 use crate::store::{Store, StoreError};
 use crate::systemd::Notifier;
+use edgepull_core::oci::Digest;
+use edgepull_core::schedule::{BACKOFF_BASE, Backoff, poll_delay};
 
 /// How long shutdown waits for a running job to checkpoint and stop before abandoning it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -302,7 +302,7 @@ fn build_puller(
     // A few quick retries inside one attempt; beyond that the daemon's own backoff
     // (up to sync.backoff_max_secs) takes over and the next attempt resumes.
     let retry =
-        crate::fetch::policy::RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(30), Some(4))
+        edgepull_core::retry::RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(30), Some(4))
             .unwrap_or_default();
     p.set_retry(retry);
     p.set_cancel(cancel.child_token());

@@ -7,21 +7,18 @@
 //! bytes it has not written, never buffers a blob in memory, and never retries an integrity
 //! failure more than once from zero.
 
-pub mod policy;
-pub mod range;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::oci::Descriptor;
 use crate::progress::Progress;
 use crate::registry::client::{RegistryClient, RegistryError, classify_transport};
 use crate::store::{Ingest, Store, StoreError};
-use policy::{Action, Failure, RetryPolicy};
-use range::{ResumeOutcome, resume_check};
+use edgepull_core::oci::Descriptor;
+use edgepull_core::resume::{ResumeOutcome, resume_check};
+use edgepull_core::retry::{Action, Failure, RetryPolicy};
 
 /// A signed data-endpoint link lives 20–30 min on ACR: reopen (at the current offset, with a
 /// fresh redirect) before a single response has streamed this long.
@@ -33,7 +30,7 @@ pub enum FetchError {
     /// The registry side failed (after retries, when retryable).
     #[error("blob {digest}: giving up after {attempts} attempt(s)")]
     Registry {
-        digest: crate::oci::Digest,
+        digest: edgepull_core::oci::Digest,
         attempts: u32,
         #[source]
         source: RegistryError,
@@ -41,14 +38,14 @@ pub enum FetchError {
     /// The store failed, or the content failed verification.
     #[error("blob {digest}: could not store it")]
     Store {
-        digest: crate::oci::Digest,
+        digest: edgepull_core::oci::Digest,
         #[source]
         source: StoreError,
     },
     /// The server's answer to a ranged request was unusable.
     #[error("blob {digest}: {host} answered the range request for offset {offset} unusably: {reason}")]
     Range {
-        digest: crate::oci::Digest,
+        digest: edgepull_core::oci::Digest,
         host: String,
         offset: u64,
         reason: String,
@@ -56,14 +53,17 @@ pub enum FetchError {
     /// The connection kept failing.
     #[error("blob {digest}: giving up after {attempts} attempt(s); last failure: {last} from {host}")]
     Exhausted {
-        digest: crate::oci::Digest,
+        digest: edgepull_core::oci::Digest,
         attempts: u32,
         host: String,
         last: String,
     },
     /// Shutdown was requested; the bytes so far are checkpointed for a later resume.
     #[error("blob {digest}: download stopped for shutdown at byte {offset} (checkpointed; it resumes there)")]
-    Cancelled { digest: crate::oci::Digest, offset: u64 },
+    Cancelled {
+        digest: edgepull_core::oci::Digest,
+        offset: u64,
+    },
 }
 
 impl FetchError {

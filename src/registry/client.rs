@@ -15,12 +15,12 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 
 use super::auth::{AuthError, Authenticator, Credentials, pull_scope};
-use super::challenge::{parse_challenges, preferred};
-use super::hostport::HostPort;
-use super::policy::{BlobStep, EgressPolicy, PolicyError, redact_url};
-use crate::fetch::policy::{Failure, parse_retry_after};
-use crate::oci::manifest::{ACCEPT, MAX_MANIFEST_BYTES, ManifestError};
-use crate::oci::{Descriptor, Digest};
+use edgepull_core::challenge::{parse_challenges, preferred};
+use edgepull_core::egress::{BlobStep, EgressPolicy, PolicyError, redact_url};
+use edgepull_core::hostport::HostPort;
+use edgepull_core::oci::manifest::{ACCEPT, MAX_MANIFEST_BYTES, ManifestError};
+use edgepull_core::oci::{Descriptor, Digest};
+use edgepull_core::retry::{Failure, parse_retry_after};
 
 /// Largest error body read (1 MiB).
 pub const MAX_ERROR_BYTES: u64 = 1024 * 1024;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use super::hostport::HostPort;
-use super::policy::EgressPolicy;
+use edgepull_core::egress::EgressPolicy;
+use edgepull_core::hostport::HostPort;
 
 /// Why the HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,5 @@
 //! and opening blob streams at the region's data endpoint.
 
 pub mod auth;
-pub mod challenge;
 pub mod client;
-pub mod hostport;
 pub mod http;
-pub mod policy;

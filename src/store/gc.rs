@@ -24,8 +24,8 @@ use std::time::{Duration, SystemTime};
 use super::fsio::{io_err, remove_file_if_exists, sync_dir};
 use super::layout::{self, IndexFile};
 use super::{Store, StoreError};
-use crate::oci::manifest::{DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_MANIFEST};
-use crate::oci::{Descriptor, Digest, ImageManifest};
+use edgepull_core::oci::manifest::{DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_MANIFEST};
+use edgepull_core::oci::{Descriptor, Digest, ImageManifest};
 
 /// One root of the reference graph: an `index.json` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,7 +448,7 @@ mod tests {
 
     /// Store an image (config + layers + manifest) and return its manifest descriptor.
     fn put_image(store: &Store, layers: &[&[u8]]) -> (Descriptor, Vec<Digest>) {
-        use crate::oci::manifest::OCI_MANIFEST;
+        use edgepull_core::oci::manifest::OCI_MANIFEST;
         let config = br#"{"architecture":"arm64","os":"linux"}"#;
         store.put_blob(&Digest::of(config), config).unwrap();
         let mut descs = Vec::new();

@@ -25,7 +25,7 @@ use super::fsio::{
 };
 use super::lock::{BusyGuard, BusySet};
 use super::{Store, StoreError};
-use crate::oci::{Digest, Hasher};
+use edgepull_core::oci::{Digest, Hasher};
 
 /// Prefix of an ingest directory name; the rest is the digest's hex.
 pub(crate) const DIR_PREFIX: &str = "sha256-";

@@ -14,13 +14,13 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::StoreError;
 use super::fsio::{io_err, remove_file_if_exists, sync_dir, write_atomic};
-use crate::oci::manifest::OCI_INDEX;
-use crate::oci::{Descriptor, Digest};
+use edgepull_core::oci::manifest::OCI_INDEX;
+use edgepull_core::oci::{Descriptor, Digest};
 
 /// Name of the layout marker file.
 pub const OCI_LAYOUT_FILE: &str = "oci-layout";
 /// The only layout version written and accepted.
-pub const IMAGE_LAYOUT_VERSION: &str = "1.0.0";
+pub(super) const IMAGE_LAYOUT_VERSION: &str = "1.0.0";
 /// Name of the layout's index.
 pub const INDEX_FILE: &str = "index.json";
 /// Temp file used while replacing `index.json`; removed by start-up recovery.
@@ -469,7 +469,7 @@ pub(crate) fn remove_image(oci_dir: &Path, ref_name: &str) -> Result<bool, Store
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::manifest::OCI_MANIFEST;
+    use edgepull_core::oci::manifest::OCI_MANIFEST;
 
     #[test]
     fn ref_name_grammar() {

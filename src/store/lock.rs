@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::StoreError;
 use super::fsio::io_err;
-use crate::oci::Digest;
+use edgepull_core::oci::Digest;
 
 /// How often `StoreLock::acquire` retries while another process holds the lock.
 const POLL: Duration = Duration::from_millis(100);

@@ -47,7 +47,7 @@ pub use layout::{
 };
 pub use verify::{CorruptBlob, Corruption, VerifyReport};
 
-use crate::oci::{Descriptor, Digest};
+use edgepull_core::oci::{Descriptor, Digest};
 use fsio::{io_err, remove_tree_if_exists, rename_durable, sync_dir, write_synced};
 use lock::{BusySet, StoreLock};
 

@@ -13,8 +13,8 @@ use super::StoreError;
 use super::fsio::io_err;
 use super::ingest::hash_prefix;
 use super::layout::IndexFile;
-use crate::oci::manifest::{DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_MANIFEST};
-use crate::oci::{Digest, ImageManifest};
+use edgepull_core::oci::manifest::{DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_MANIFEST};
+use edgepull_core::oci::{Digest, ImageManifest};
 
 /// What `Store::verify` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

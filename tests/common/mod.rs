@@ -7,21 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgepull::config::Config;
-use edgepull::fetch::policy::RetryPolicy;
-use edgepull::oci::{Digest, Platform, Reference};
 use edgepull::progress::Silent;
 use edgepull::pull::{PullError, PullReport, Puller};
 use edgepull::store::Store;
-use edgepull::testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName};
+use edgepull_core::oci::{Digest, Platform, Reference};
+use edgepull_core::retry::RetryPolicy;
+use edgepull_testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName};
 
-pub struct Env {
+pub(crate) struct Env {
     pub fake: FakeRegistry,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
 }
 
 impl Env {
-    pub fn new(auth: AuthMode) -> Self {
+    pub(crate) fn new(auth: AuthMode) -> Self {
         let fake = FakeRegistry::start_blocking(FakeOptions {
             auth,
             ..Default::default()
@@ -35,19 +35,19 @@ impl Env {
         }
     }
 
-    pub fn token() -> Self {
+    pub(crate) fn token() -> Self {
         Self::new(AuthMode::Token {
             user: "device-42".into(),
             pass: "s3cret-device-password".into(),
         })
     }
 
-    pub fn store_path(&self) -> PathBuf {
+    pub(crate) fn store_path(&self) -> PathBuf {
         self.dir.path().join("store")
     }
 
     /// Edit the written config JSON.
-    pub fn edit_config(&self, f: impl FnOnce(&mut serde_json::Value)) {
+    pub(crate) fn edit_config(&self, f: impl FnOnce(&mut serde_json::Value)) {
         let text = std::fs::read_to_string(&self.config_path).expect("read config");
         let mut v: serde_json::Value = serde_json::from_str(&text).expect("config json");
         f(&mut v);
@@ -55,17 +55,17 @@ impl Env {
             .expect("write config");
     }
 
-    pub fn config(&self) -> Config {
+    pub(crate) fn config(&self) -> Config {
         Config::load(&self.config_path).unwrap_or_else(|e| panic!("config: {}", edgepull::error_chain(&e)))
     }
 
     /// A puller over the store, with fast retries.
-    pub fn puller(&self) -> Puller {
+    pub(crate) fn puller(&self) -> Puller {
         self.try_puller()
             .unwrap_or_else(|e| panic!("puller: {}", edgepull::error_chain(&e)))
     }
 
-    pub fn try_puller(&self) -> Result<Puller, PullError> {
+    pub(crate) fn try_puller(&self) -> Result<Puller, PullError> {
         let cfg = self.config();
         let store = Store::open(&cfg.store.path, Duration::from_secs(5)).expect("open store");
         let mut p = Puller::from_config(&cfg, store, Arc::new(Silent))?;
@@ -73,16 +73,16 @@ impl Env {
         Ok(p)
     }
 
-    pub fn reference(&self, tag: &str) -> Reference {
+    pub(crate) fn reference(&self, tag: &str) -> Reference {
         Reference::parse(&format!("{}/app:{tag}", self.fake.login_host())).expect("reference")
     }
 
-    pub fn open_store(&self) -> Store {
+    pub(crate) fn open_store(&self) -> Store {
         Store::open(&self.store_path(), Duration::from_secs(5)).expect("open store")
     }
 
     /// Every request that reached a data endpoint carried no Authorization.
-    pub fn assert_no_auth_at_data_endpoints(&self) {
+    pub(crate) fn assert_no_auth_at_data_endpoints(&self) {
         for r in self.fake.requests() {
             if matches!(r.server, ServerName::EastUs | ServerName::WestUs) {
                 assert_eq!(
@@ -94,7 +94,7 @@ impl Env {
     }
 
     /// Body bytes the eastus data endpoint sent.
-    pub fn eastus_bytes(&self) -> u64 {
+    pub(crate) fn eastus_bytes(&self) -> u64 {
         self.fake
             .requests_to(ServerName::EastUs)
             .iter()
@@ -103,15 +103,15 @@ impl Env {
     }
 }
 
-pub fn fast_retry() -> RetryPolicy {
+pub(crate) fn fast_retry() -> RetryPolicy {
     RetryPolicy::new(Duration::from_millis(20), Duration::from_millis(200), Some(6)).expect("retry policy")
 }
 
-pub fn platform(s: &str) -> Platform {
+pub(crate) fn platform(s: &str) -> Platform {
     Platform::parse(s).expect("platform")
 }
 
-pub fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,19 +119,19 @@ pub fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-pub fn pull(env: &Env, puller: &Puller, tag: &str) -> Result<PullReport, PullError> {
+pub(crate) fn pull(env: &Env, puller: &Puller, tag: &str) -> Result<PullReport, PullError> {
     rt().block_on(puller.pull(&env.reference(tag)))
 }
 
 /// Pull `tag`, expecting a failure of category `want`; returns the error for more checks.
-pub fn pull_err(env: &Env, puller: &Puller, tag: &str, want: edgepull::exit::Category) -> PullError {
+pub(crate) fn pull_err(env: &Env, puller: &Puller, tag: &str, want: edgepull::exit::Category) -> PullError {
     let err = pull(env, puller, tag).expect_err("the pull should fail");
     assert_eq!(err.category(), want, "{}", edgepull::error_chain(&err));
     err
 }
 
 /// Blob files under the store's layout.
-pub fn blob_files(store_root: &Path) -> Vec<String> {
+pub(crate) fn blob_files(store_root: &Path) -> Vec<String> {
     let dir = store_root.join("oci/blobs/sha256");
     let mut v: Vec<String> = std::fs::read_dir(&dir)
         .map(|rd| {
@@ -144,6 +144,6 @@ pub fn blob_files(store_root: &Path) -> Vec<String> {
     v
 }
 
-pub fn has_blob_file(store_root: &Path, d: &Digest) -> bool {
+pub(crate) fn has_blob_file(store_root: &Path, d: &Digest) -> bool {
     store_root.join("oci/blobs/sha256").join(d.hex()).exists()
 }

@@ -13,7 +13,7 @@ use super::tools::Tools;
 
 /// How the instance authenticates.
 #[derive(Debug, Clone)]
-pub enum Auth {
+pub(crate) enum Auth {
     /// `auth: token` against the test's token server.
     Token {
         realm: String,
@@ -29,7 +29,7 @@ pub enum Auth {
 
 /// What to start.
 #[derive(Debug, Clone)]
-pub struct RegistrySpec {
+pub(crate) struct RegistrySpec {
     /// File-name prefix and log tag.
     pub name: String,
     pub auth: Auth,
@@ -41,7 +41,7 @@ pub struct RegistrySpec {
 }
 
 /// A running instance; killed on drop.
-pub struct Registry {
+pub(crate) struct Registry {
     pub name: String,
     pub port: u16,
     pub access_log: PathBuf,
@@ -62,7 +62,13 @@ fn qp(p: &Path) -> String {
 impl Registry {
     /// Write the config under `dir` and start the instance, retrying with another port if
     /// the chosen one was taken in the meantime.
-    pub fn start(tools: &Tools, dir: &Path, storage: &Path, pki: &PkiFiles, spec: &RegistrySpec) -> Self {
+    pub(crate) fn start(
+        tools: &Tools,
+        dir: &Path,
+        storage: &Path,
+        pki: &PkiFiles,
+        spec: &RegistrySpec,
+    ) -> Self {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port(&[Ipv4Addr::LOCALHOST]);
@@ -170,7 +176,7 @@ impl Registry {
     }
 
     /// Requests the instance logged so far.
-    pub fn access(&self) -> Vec<AccessLine> {
+    pub(crate) fn access(&self) -> Vec<AccessLine> {
         std::fs::read_to_string(&self.access_log)
             .unwrap_or_default()
             .lines()
@@ -179,7 +185,7 @@ impl Registry {
     }
 
     /// Its app log so far.
-    pub fn app_log_text(&self) -> String {
+    pub(crate) fn app_log_text(&self) -> String {
         std::fs::read_to_string(&self.app_log).unwrap_or_default()
     }
 }
@@ -187,7 +193,7 @@ impl Registry {
 /// One line of the combined access log:
 /// `127.0.0.1 - - [02/Jan/2006:15:04:05 +0000] "GET /v2/ HTTP/1.1" 401 87 "" "edgepull/0.1.0"`.
 #[derive(Debug, Clone)]
-pub struct AccessLine {
+pub(crate) struct AccessLine {
     pub method: String,
     pub path: String,
     pub status: u16,
@@ -197,7 +203,7 @@ pub struct AccessLine {
 }
 
 impl AccessLine {
-    pub fn parse(line: &str) -> Option<Self> {
+    pub(crate) fn parse(line: &str) -> Option<Self> {
         let (_, rest) = line.split_once('"')?;
         let (request, rest) = rest.split_once('"')?;
         let mut req = request.split(' ');
@@ -218,12 +224,12 @@ impl AccessLine {
     }
 
     /// A blob GET (`/v2/<repo>/blobs/<digest>`).
-    pub fn is_blob_get(&self) -> bool {
+    pub(crate) fn is_blob_get(&self) -> bool {
         self.method == "GET" && self.path.starts_with("/v2/") && self.path.contains("/blobs/sha256:")
     }
 
     /// The request came from edgepull.
-    pub fn by_edgepull(&self) -> bool {
+    pub(crate) fn by_edgepull(&self) -> bool {
         self.user_agent.starts_with("edgepull/")
     }
 }

@@ -3,12 +3,12 @@
 // Some fields exist for the Debug output of failing assertions.
 #![allow(dead_code)]
 
-pub mod distribution;
-pub mod net;
-pub mod nginx;
-pub mod oci_image;
-pub mod pki;
-pub mod proc;
-pub mod tokens;
-pub mod tools;
-pub mod world;
+pub(crate) mod distribution;
+pub(crate) mod net;
+pub(crate) mod nginx;
+pub(crate) mod oci_image;
+pub(crate) mod pki;
+pub(crate) mod proc;
+pub(crate) mod tokens;
+pub(crate) mod tools;
+pub(crate) mod world;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 /// A port that is free on every address in `ips` right now (bind to port 0 on the first,
 /// then check the others). The caller's server may still lose a race for it: callers retry
 /// on "address already in use".
-pub fn free_port(ips: &[Ipv4Addr]) -> u16 {
+pub(crate) fn free_port(ips: &[Ipv4Addr]) -> u16 {
     for _ in 0..100 {
         let first = TcpListener::bind((ips[0], 0)).expect("bind port 0");
         let port = first.local_addr().expect("local addr").port();
@@ -19,12 +19,12 @@ pub fn free_port(ips: &[Ipv4Addr]) -> u16 {
 }
 
 /// Whether something accepts TCP connections at `addr`.
-pub fn accepts(addr: SocketAddr) -> bool {
+pub(crate) fn accepts(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
 /// Poll `ready` every 20 ms until it is true, `failed` returns an error, or `timeout` passes.
-pub fn wait_until(
+pub(crate) fn wait_until(
     what: &str,
     timeout: Duration,
     mut ready: impl FnMut() -> bool,

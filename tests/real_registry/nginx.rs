@@ -20,7 +20,7 @@ use super::tools::Tools;
 
 /// One region's site.
 #[derive(Debug, Clone)]
-pub struct Site {
+pub(crate) struct Site {
     /// `eastus`, `westus`.
     pub region: &'static str,
     /// Its loopback address.
@@ -31,13 +31,13 @@ pub struct Site {
 
 impl Site {
     /// `contoso.<region>.data.azurecr.test`.
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("contoso.{}.data.azurecr.test", self.region)
     }
 }
 
 /// The running nginx; killed on drop.
-pub struct Nginx {
+pub(crate) struct Nginx {
     pub port: u16,
     pub sites: Vec<Site>,
     dir: PathBuf,
@@ -50,7 +50,7 @@ fn p(path: &Path) -> &str {
 
 impl Nginx {
     /// Start serving `root` on every site (same port on each address).
-    pub fn start(tools: &Tools, dir: &Path, root: &Path, pki: &PkiFiles, sites: Vec<Site>) -> Self {
+    pub(crate) fn start(tools: &Tools, dir: &Path, root: &Path, pki: &PkiFiles, sites: Vec<Site>) -> Self {
         let ips: Vec<Ipv4Addr> = sites.iter().map(|s| s.ip).collect();
         let mut last = String::new();
         for _ in 0..5 {
@@ -169,7 +169,7 @@ impl Nginx {
     }
 
     /// The site of `region`.
-    pub fn site(&self, region: &str) -> &Site {
+    pub(crate) fn site(&self, region: &str) -> &Site {
         self.sites
             .iter()
             .find(|s| s.region == region)
@@ -177,17 +177,17 @@ impl Nginx {
     }
 
     /// `contoso.<region>.data.azurecr.test:<port>`.
-    pub fn endpoint(&self, region: &str) -> String {
+    pub(crate) fn endpoint(&self, region: &str) -> String {
         format!("{}:{}", self.site(region).host(), self.port)
     }
 
     /// The raw log of `region`.
-    pub fn log_text(&self, region: &str) -> String {
+    pub(crate) fn log_text(&self, region: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{region}.log"))).unwrap_or_default()
     }
 
     /// Parsed log lines of `region`.
-    pub fn log(&self, region: &str) -> Vec<DataLine> {
+    pub(crate) fn log(&self, region: &str) -> Vec<DataLine> {
         self.log_text(region)
             .lines()
             .map(|l| DataLine::parse(l).unwrap_or_else(|| panic!("unparsable nginx log line: {l}")))
@@ -197,7 +197,7 @@ impl Nginx {
 
 /// One request a data endpoint served.
 #[derive(Debug, Clone)]
-pub struct DataLine {
+pub(crate) struct DataLine {
     /// Unix time (seconds, ms precision) the request finished.
     pub t: f64,
     pub status: u16,
@@ -216,7 +216,7 @@ pub struct DataLine {
 }
 
 impl DataLine {
-    pub fn parse(line: &str) -> Option<Self> {
+    pub(crate) fn parse(line: &str) -> Option<Self> {
         let mut it = line.split_whitespace();
         let t = it.next()?.parse().ok()?;
         let status = it.next()?.parse().ok()?;
@@ -246,12 +246,12 @@ impl DataLine {
     }
 
     /// Unix time the request started.
-    pub fn started(&self) -> f64 {
+    pub(crate) fn started(&self) -> f64 {
         self.t - self.request_time
     }
 
     /// The blob this request was for: the hex in `.../blobs/sha256/<2>/<hex>/data`.
-    pub fn blob_hex(&self) -> Option<&str> {
+    pub(crate) fn blob_hex(&self) -> Option<&str> {
         let rest = self.uri.strip_prefix("/docker/registry/v2/blobs/sha256/")?;
         let (_, rest) = rest.split_once('/')?;
         rest.strip_suffix("/data")

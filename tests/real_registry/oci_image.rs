@@ -10,35 +10,35 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use edgepull::oci::Digest;
-use edgepull::testkit::random_bytes;
+use edgepull_core::oci::Digest;
+use edgepull_testkit::random_bytes;
 use serde_json::{Value, json};
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const OCI_LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub(crate) const OCI_LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// A platform as the image spec writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plat {
+pub(crate) struct Plat {
     pub os: &'static str,
     pub architecture: &'static str,
     pub variant: Option<&'static str>,
 }
 
-pub const LINUX_AMD64: Plat = Plat {
+pub(crate) const LINUX_AMD64: Plat = Plat {
     os: "linux",
     architecture: "amd64",
     variant: None,
 };
-pub const LINUX_ARM64: Plat = Plat {
+pub(crate) const LINUX_ARM64: Plat = Plat {
     os: "linux",
     architecture: "arm64",
     variant: Some("v8"),
 };
-pub const LINUX_ARMV7: Plat = Plat {
+pub(crate) const LINUX_ARMV7: Plat = Plat {
     os: "linux",
     architecture: "arm",
     variant: Some("v7"),
@@ -55,10 +55,10 @@ impl Plat {
 }
 
 /// Files of one layer: path (relative, no leading `/`) → content.
-pub type Files = BTreeMap<String, Vec<u8>>;
+pub(crate) type Files = BTreeMap<String, Vec<u8>>;
 
 /// `n` files `dir/file-<i>.bin` of `size` random bytes each.
-pub fn random_files(dir: &str, n: usize, size: usize) -> Files {
+pub(crate) fn random_files(dir: &str, n: usize, size: usize) -> Files {
     (0..n)
         .map(|i| (format!("{dir}/file-{i}.bin"), random_bytes(size)))
         .collect()
@@ -66,7 +66,7 @@ pub fn random_files(dir: &str, n: usize, size: usize) -> Files {
 
 /// One built layer.
 #[derive(Debug, Clone)]
-pub struct Layer {
+pub(crate) struct Layer {
     pub files: Files,
     pub media_type: &'static str,
     pub digest: Digest,
@@ -77,7 +77,7 @@ pub struct Layer {
 
 /// One built image (manifest + config + layers).
 #[derive(Debug, Clone)]
-pub struct Image {
+pub(crate) struct Image {
     pub platform: Plat,
     pub manifest: Digest,
     pub manifest_size: u64,
@@ -88,12 +88,12 @@ pub struct Image {
 
 impl Image {
     /// Every file of the unpacked image (later layers win; none of ours overlap).
-    pub fn files(&self) -> Files {
+    pub(crate) fn files(&self) -> Files {
         self.layers.iter().flat_map(|l| l.files.clone()).collect()
     }
 
     /// Digests of manifest, config and layers.
-    pub fn blobs(&self) -> Vec<Digest> {
+    pub(crate) fn blobs(&self) -> Vec<Digest> {
         let mut v = vec![self.manifest, self.config];
         v.extend(self.layers.iter().map(|l| l.digest));
         v
@@ -102,13 +102,13 @@ impl Image {
 
 /// One built index.
 #[derive(Debug, Clone)]
-pub struct Index {
+pub(crate) struct Index {
     pub digest: Digest,
     pub images: Vec<Image>,
 }
 
 impl Index {
-    pub fn image(&self, p: &Plat) -> &Image {
+    pub(crate) fn image(&self, p: &Plat) -> &Image {
         self.images
             .iter()
             .find(|i| i.platform == *p)
@@ -117,7 +117,7 @@ impl Index {
 }
 
 /// An OCI image layout being written.
-pub struct Layout {
+pub(crate) struct Layout {
     pub dir: PathBuf,
     refs: Vec<Value>,
     gzip: bool,
@@ -125,7 +125,7 @@ pub struct Layout {
 
 impl Layout {
     /// Create the layout directory.
-    pub fn create(dir: &Path) -> Self {
+    pub(crate) fn create(dir: &Path) -> Self {
         std::fs::create_dir_all(dir.join("blobs/sha256")).expect("layout dir");
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
         let layout = Self {
@@ -138,7 +138,7 @@ impl Layout {
     }
 
     /// Whether the layers of images added from now on are gzip (default) or plain tar.
-    pub fn set_gzip(&mut self, gzip: bool) {
+    pub(crate) fn set_gzip(&mut self, gzip: bool) {
         self.gzip = gzip;
     }
 
@@ -218,14 +218,14 @@ impl Layout {
     }
 
     /// Add a single-platform image under `tag`.
-    pub fn image(&mut self, tag: &str, platform: &Plat, layers: Vec<Files>) -> Image {
+    pub(crate) fn image(&mut self, tag: &str, platform: &Plat, layers: Vec<Files>) -> Image {
         let image = self.build_image(platform, layers);
         self.name(tag, OCI_MANIFEST, image.manifest, image.manifest_size);
         image
     }
 
     /// Add an image index under `tag`, one image per platform.
-    pub fn index(&mut self, tag: &str, images: Vec<(Plat, Vec<Files>)>) -> Index {
+    pub(crate) fn index(&mut self, tag: &str, images: Vec<(Plat, Vec<Files>)>) -> Index {
         let images: Vec<Image> = images
             .into_iter()
             .map(|(p, layers)| self.build_image(&p, layers))
@@ -248,7 +248,7 @@ impl Layout {
 }
 
 /// A ustar archive of `files`, with an entry for every parent directory first.
-pub fn tar(files: &Files) -> Vec<u8> {
+pub(crate) fn tar(files: &Files) -> Vec<u8> {
     let mut out = Vec::new();
     let mut dirs: Vec<String> = Vec::new();
     for path in files.keys() {
@@ -302,7 +302,7 @@ fn header(name: &str, size: u64, kind: u8, mode: u32) -> [u8; 512] {
 }
 
 /// `data` as a gzip member (RFC 1952) of deflate stored blocks (RFC 1951 §3.2.4).
-pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip_stored(data: &[u8]) -> Vec<u8> {
     // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=unknown
     let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
     let mut chunks = data.chunks(0xffff).peekable();

@@ -8,14 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use edgepull::testkit::tls;
+use edgepull_testkit::tls;
 use rcgen::{CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
 /// Names in the TLS certificate: the login server, both data endpoints, and the loopback
 /// addresses skopeo and the token realm are reached by.
-pub const TLS_NAMES: [&str; 7] = [
+pub(crate) const TLS_NAMES: [&str; 7] = [
     "contoso.azurecr.test",
     "contoso.eastus.data.azurecr.test",
     "contoso.westus.data.azurecr.test",
@@ -26,7 +26,7 @@ pub const TLS_NAMES: [&str; 7] = [
 ];
 
 /// The generated keys and certificates.
-pub struct Pki {
+pub(crate) struct Pki {
     /// The CA certificate, PEM.
     pub ca_pem: String,
     /// The CA certificate, DER.
@@ -45,7 +45,7 @@ pub struct Pki {
 
 /// Where [`Pki::write`] put the files.
 #[derive(Debug, Clone)]
-pub struct PkiFiles {
+pub(crate) struct PkiFiles {
     /// CA certificate (PEM): edgepull's `registry.ca_file`, distribution's `rootcertbundle`.
     pub ca: PathBuf,
     /// TLS chain (PEM).
@@ -58,7 +58,7 @@ pub struct PkiFiles {
 
 impl Pki {
     /// Generate everything.
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let ca = tls::test_ca("edgepull real-registry test CA").expect("ca");
         // TLS leaf (common name: the first name, the login server).
         let names: Vec<String> = TLS_NAMES.iter().map(|s| s.to_string()).collect();
@@ -96,7 +96,7 @@ impl Pki {
     }
 
     /// Write the PEM files under `dir`.
-    pub fn write(&self, dir: &Path) -> PkiFiles {
+    pub(crate) fn write(&self, dir: &Path) -> PkiFiles {
         let files = PkiFiles {
             ca: dir.join("ca.pem"),
             cert: dir.join("tls.crt"),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// A `Command` for `program` whose process dies with the thread that spawns it.
 ///
 /// The death signal is tied to the spawning *thread*: spawn from the test's own thread.
-pub fn command(program: &Path) -> Command {
+pub(crate) fn command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -25,14 +25,14 @@ pub fn command(program: &Path) -> Command {
 }
 
 /// A long-running child, killed (SIGKILL) and reaped on drop.
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub name: String,
     child: Child,
 }
 
 impl Daemon {
     /// Spawn `cmd` with stdout and stderr appended to the given files.
-    pub fn spawn(name: &str, mut cmd: Command, stdout: &Path, stderr: &Path) -> std::io::Result<Self> {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, stdout: &Path, stderr: &Path) -> std::io::Result<Self> {
         let open = |p: &Path| std::fs::OpenOptions::new().create(true).append(true).open(p);
         cmd.stdout(open(stdout)?).stderr(open(stderr)?);
         let child = cmd.spawn()?;
@@ -43,12 +43,12 @@ impl Daemon {
     }
 
     /// `Some(status)` once the process has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// SIGKILL and reap; returns the exit status.
-    pub fn kill(&mut self) -> ExitStatus {
+    pub(crate) fn kill(&mut self) -> ExitStatus {
         let _ = self.child.kill();
         self.child.wait().expect("reap child")
     }
@@ -65,7 +65,7 @@ impl Drop for Daemon {
 
 /// What a finished command printed.
 #[derive(Debug)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -73,13 +73,13 @@ pub struct Finished {
 
 impl Finished {
     /// The exit code (-1 when killed by a signal).
-    pub fn code(&self) -> i32 {
+    pub(crate) fn code(&self) -> i32 {
         self.status.code().unwrap_or(-1)
     }
 
     /// Panic with everything it printed unless it exited 0.
     #[track_caller]
-    pub fn expect_success(self, what: &str) -> Self {
+    pub(crate) fn expect_success(self, what: &str) -> Self {
         assert!(
             self.status.success(),
             "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
@@ -92,7 +92,7 @@ impl Finished {
 }
 
 /// Run `cmd` to completion, capturing its output; kill it and panic after `timeout`.
-pub fn run(mut cmd: Command, timeout: Duration) -> Finished {
+pub(crate) fn run(mut cmd: Command, timeout: Duration) -> Finished {
     let shown = format!("{cmd:?}");
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd

@@ -31,11 +31,11 @@ use ring::signature::EcdsaKeyPair;
 use serde_json::json;
 
 /// distribution's `token.Leeway`: `exp` and `nbf` are checked with this much slack.
-pub const REGISTRY_LEEWAY_SECS: i64 = 60;
+pub(crate) const REGISTRY_LEEWAY_SECS: i64 = 60;
 
 /// One account.
 #[derive(Debug, Clone)]
-pub struct User {
+pub(crate) struct User {
     pub name: String,
     pub password: String,
     /// Actions this user may get, e.g. `["pull"]` or `["pull", "push"]`.
@@ -44,7 +44,7 @@ pub struct User {
 
 /// How tokens are issued.
 #[derive(Debug, Clone)]
-pub struct TokenOptions {
+pub(crate) struct TokenOptions {
     /// The registry's `auth.token.service`; the JWT `aud`.
     pub service: String,
     /// The registry's `auth.token.issuer`; the JWT `iss`.
@@ -57,7 +57,7 @@ pub struct TokenOptions {
 
 /// One request to the token server.
 #[derive(Debug, Clone)]
-pub struct TokenRequest {
+pub(crate) struct TokenRequest {
     /// Unix time (seconds) it was answered.
     pub at: f64,
     pub method: String,
@@ -82,7 +82,7 @@ struct Shared {
 }
 
 /// A running token server; stops on drop.
-pub struct TokenServer {
+pub(crate) struct TokenServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
@@ -100,7 +100,7 @@ impl Drop for TokenServer {
 
 impl TokenServer {
     /// Start on 127.0.0.1 with a free port.
-    pub fn start(
+    pub(crate) fn start(
         opts: TokenOptions,
         users: Vec<User>,
         key: EcdsaKeyPair,
@@ -137,24 +137,24 @@ impl TokenServer {
     }
 
     /// The port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
 
     /// The realm URL for the registry config: `https://127.0.0.1:<port>/token`. An address,
     /// not a name, because skopeo resolves names through the system resolver and the tests
     /// never edit /etc/hosts.
-    pub fn realm(&self) -> String {
+    pub(crate) fn realm(&self) -> String {
         format!("https://127.0.0.1:{}/token", self.port())
     }
 
     /// `127.0.0.1:<port>`, for edgepull's `registry.realm_hosts`.
-    pub fn host_port(&self) -> String {
+    pub(crate) fn host_port(&self) -> String {
         format!("127.0.0.1:{}", self.port())
     }
 
     /// Every request so far.
-    pub fn requests(&self) -> Vec<TokenRequest> {
+    pub(crate) fn requests(&self) -> Vec<TokenRequest> {
         self.shared.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -362,7 +362,7 @@ impl Shared {
             "exp": now + lifetime - shift,
             "nbf": now,
             "iat": now,
-            "jti": format!("token-{serial}-{}", edgepull::testkit::random_bytes(8).iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            "jti": format!("token-{serial}-{}", edgepull_testkit::random_bytes(8).iter().map(|b| format!("{b:02x}")).collect::<String>()),
             "access": access,
         });
         let signing_input = format!(

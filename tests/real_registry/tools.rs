@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// Paths of the programs the suite runs.
 #[derive(Debug, Clone)]
-pub struct Tools {
+pub(crate) struct Tools {
     /// distribution 2.8 (Debian package docker-registry).
     pub registry: PathBuf,
     /// nginx (nginx-light or nginx).
@@ -42,13 +42,13 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Whether a missing tool must fail the test (CI) instead of skipping it.
-pub fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
 /// All tools, or `None` (after printing `skipped: <tool> missing`) when one is missing
 /// outside CI. Panics in CI.
-pub fn tools() -> Option<Tools> {
+pub(crate) fn tools() -> Option<Tools> {
     let mut found = Vec::new();
     for (program, package) in WANTED {
         match find(program) {

@@ -29,21 +29,21 @@ use super::tokens::{TokenOptions, TokenServer, User};
 use super::tools::{Tools, tools};
 
 /// The login server's name (and the token `service`).
-pub const LOGIN_HOST: &str = "contoso.azurecr.test";
+pub(crate) const LOGIN_HOST: &str = "contoso.azurecr.test";
 /// The token issuer the registries trust.
-pub const ISSUER: &str = "edgepull-real-registry-tests";
+pub(crate) const ISSUER: &str = "edgepull-real-registry-tests";
 /// The repository every test uses.
-pub const REPO: &str = "app";
+pub(crate) const REPO: &str = "app";
 /// eastus's data endpoint address.
-pub const EASTUS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+pub(crate) const EASTUS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// westus's data endpoint address.
-pub const WESTUS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+pub(crate) const WESTUS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 /// The device's platform.
-pub const DEVICE_PLATFORM: &str = "linux/arm64";
+pub(crate) const DEVICE_PLATFORM: &str = "linux/arm64";
 
 /// How a world is set up.
 #[derive(Debug, Clone)]
-pub struct WorldOptions {
+pub(crate) struct WorldOptions {
     /// nginx `limit_rate` for eastus (bytes per second per connection).
     pub eastus_rate: Option<u64>,
     /// Token lifetime.
@@ -64,7 +64,7 @@ impl Default for WorldOptions {
 
 /// How edgepull and a registry instance authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthKind {
+pub(crate) enum AuthKind {
     /// Docker token auth against the world's token server.
     Token,
     /// htpasswd (Basic) on the registry itself.
@@ -74,7 +74,7 @@ pub enum AuthKind {
 }
 
 /// See the module docs.
-pub struct World {
+pub(crate) struct World {
     pub tools: Tools,
     pub pki: PkiFiles,
     pub tokens: TokenServer,
@@ -107,7 +107,7 @@ fn scratch_base() -> PathBuf {
 }
 
 fn hex_secret() -> String {
-    edgepull::testkit::random_bytes(16)
+    edgepull_testkit::random_bytes(16)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
@@ -115,7 +115,7 @@ fn hex_secret() -> String {
 
 impl World {
     /// Start the world, or `None` when a tool is missing outside CI (already reported).
-    pub fn start(opts: WorldOptions) -> Option<Self> {
+    pub(crate) fn start(opts: WorldOptions) -> Option<Self> {
         let tools = tools()?;
         edgepull::registry::http::install_crypto_provider();
         let dir = tempfile::Builder::new()
@@ -200,13 +200,13 @@ impl World {
     }
 
     /// The world's temp dir.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Start a read-only login server instance over the world's storage. `redirect` names
     /// the region whose data endpoint the `redirect` middleware sends blob GETs to.
-    pub fn registry(&self, name: &str, auth: AuthKind, redirect: Option<&str>) -> Registry {
+    pub(crate) fn registry(&self, name: &str, auth: AuthKind, redirect: Option<&str>) -> Registry {
         let auth = match auth {
             AuthKind::Token => Auth::Token {
                 realm: self.tokens.realm(),
@@ -229,7 +229,7 @@ impl World {
     }
 
     /// A bcrypt htpasswd file for the device account (made once).
-    pub fn htpasswd_file(&self) -> PathBuf {
+    pub(crate) fn htpasswd_file(&self) -> PathBuf {
         let path = self.path().join("htpasswd");
         if !path.exists() {
             let mut cmd = command(&self.tools.htpasswd);
@@ -243,7 +243,7 @@ impl World {
     // ----- skopeo and umoci -----
 
     /// `skopeo --insecure-policy <args>` (no policy.json needed; signatures are not tested).
-    pub fn skopeo(&self, args: &[&str]) -> Finished {
+    pub(crate) fn skopeo(&self, args: &[&str]) -> Finished {
         let mut cmd = command(&self.tools.skopeo);
         cmd.arg("--insecure-policy").args(args);
         cmd.env("TMPDIR", self.path());
@@ -252,7 +252,7 @@ impl World {
 
     /// Push `tag` of the OCI layout at `layout` to `direct` as `app:<tag>`, keeping every
     /// digest (`--preserve-digests`; `--all` for an index).
-    pub fn push(&self, layout: &Path, tag: &str, all: bool) {
+    pub(crate) fn push(&self, layout: &Path, tag: &str, all: bool) {
         let src = format!("oci:{}:{tag}", layout.display());
         let dst = format!("docker://127.0.0.1:{}/{REPO}:{tag}", self.direct.port);
         let creds = format!("{}:{}", self.pusher.name, self.pusher.password);
@@ -268,7 +268,7 @@ impl World {
     }
 
     /// `umoci <args>`.
-    pub fn umoci(&self, args: &[&str]) -> Finished {
+    pub(crate) fn umoci(&self, args: &[&str]) -> Finished {
         let mut cmd = command(&self.tools.umoci);
         cmd.args(args);
         run(cmd, Duration::from_secs(120))
@@ -277,18 +277,18 @@ impl World {
     // ----- edgepull -----
 
     /// `contoso.azurecr.test:<port>` of a login server instance.
-    pub fn login(&self, reg: &Registry) -> String {
+    pub(crate) fn login(&self, reg: &Registry) -> String {
         format!("{LOGIN_HOST}:{}", reg.port)
     }
 
     /// `contoso.azurecr.test:<port>/app:<tag>`.
-    pub fn reference(&self, reg: &Registry, tag: &str) -> String {
+    pub(crate) fn reference(&self, reg: &Registry, tag: &str) -> String {
         format!("{}/{REPO}:{tag}", self.login(reg))
     }
 
     /// Write an edgepull config for pulling from `reg` as the eastus device into `store`,
     /// let `edit` change it, and return its path.
-    pub fn config(
+    pub(crate) fn config(
         &self,
         reg: &Registry,
         auth: AuthKind,
@@ -343,26 +343,26 @@ impl World {
     }
 
     /// Run the real edgepull binary to completion.
-    pub fn edgepull(&self, config: &Path, args: &[&str]) -> Finished {
+    pub(crate) fn edgepull(&self, config: &Path, args: &[&str]) -> Finished {
         run(self.edgepull_command(config, args), Duration::from_secs(120))
     }
 
     /// `edgepull pull --no-progress <refs>`.
-    pub fn pull(&self, config: &Path, refs: &[&str]) -> Finished {
+    pub(crate) fn pull(&self, config: &Path, refs: &[&str]) -> Finished {
         let mut args = vec!["pull", "--no-progress"];
         args.extend_from_slice(refs);
         self.edgepull(config, &args)
     }
 
     /// Start edgepull in the background (killed on drop); output goes to `<log>`.
-    pub fn spawn_edgepull(&self, config: &Path, args: &[&str], log: &Path) -> Daemon {
+    pub(crate) fn spawn_edgepull(&self, config: &Path, args: &[&str], log: &Path) -> Daemon {
         Daemon::spawn("edgepull", self.edgepull_command(config, args), log, log).expect("spawn edgepull")
     }
 }
 
 /// A response to [`World::https_get`].
 #[derive(Debug)]
-pub struct Probe {
+pub(crate) struct Probe {
     pub status: u16,
     pub www_authenticate: Option<String>,
     pub body: String,
@@ -371,7 +371,7 @@ pub struct Probe {
 impl World {
     /// GET `url` (an address, trusted through the world's CA) with an optional
     /// `Authorization` value, outside edgepull: for checking what the servers themselves do.
-    pub fn https_get(&self, url: &str, authorization: Option<&str>) -> Probe {
+    pub(crate) fn https_get(&self, url: &str, authorization: Option<&str>) -> Probe {
         let ca = std::fs::read(&self.pki.ca).expect("read ca");
         let certs = reqwest::Certificate::from_pem_bundle(&ca).expect("ca pem");
         let client = reqwest::Client::builder()
@@ -407,7 +407,7 @@ impl World {
     }
 
     /// A token for `repository:app:pull` as the device, straight from the token server.
-    pub fn device_token(&self) -> String {
+    pub(crate) fn device_token(&self) -> String {
         use base64::Engine as _;
         let basic = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", self.device.name, self.device.password));

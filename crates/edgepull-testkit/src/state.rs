@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::oci::Digest;
+use edgepull_core::oci::Digest;
 
 /// The registry name used in every host name.
-pub const REGISTRY: &str = "contoso";
+pub(crate) const REGISTRY: &str = "contoso";
 /// The login server host name (also the token `service`).
 pub const LOGIN_HOST: &str = "contoso.azurecr.test";
 /// The separate token-realm host name.
@@ -20,7 +20,7 @@ pub const AUTH_HOST: &str = "auth.contoso.test";
 pub const REGIONS: [&str; 2] = ["eastus", "westus"];
 
 /// The data endpoint host name of `region` (`contoso.<region>.data.azurecr.test`).
-pub fn data_host(region: &str) -> String {
+pub(crate) fn data_host(region: &str) -> String {
     format!("{REGISTRY}.{region}.data.azurecr.test")
 }
 
@@ -256,7 +256,7 @@ pub(crate) struct Content {
 
 impl Content {
     /// The blob `digest` if `repo` holds it.
-    pub fn blob(&self, repo: &str, digest: &Digest) -> Option<Bytes> {
+    pub(crate) fn blob(&self, repo: &str, digest: &Digest) -> Option<Bytes> {
         if !self.repo_blobs.get(repo)?.contains(digest) {
             return None;
         }
@@ -264,7 +264,7 @@ impl Content {
     }
 
     /// The manifest for a tag or digest string.
-    pub fn manifest(&self, repo: &str, reference: &str) -> Option<(Digest, RawManifest)> {
+    pub(crate) fn manifest(&self, repo: &str, reference: &str) -> Option<(Digest, RawManifest)> {
         let digest = match Digest::parse(reference) {
             Ok(d) => d,
             Err(_) => *self.tags.get(repo)?.get(reference)?,
@@ -284,7 +284,7 @@ pub(crate) struct Ports {
 }
 
 impl Ports {
-    pub fn of(&self, server: ServerName) -> u16 {
+    pub(crate) fn of(&self, server: ServerName) -> u16 {
         match server {
             ServerName::Login => self.login,
             ServerName::Auth => self.auth,
@@ -294,7 +294,7 @@ impl Ports {
     }
 
     /// The port of `region`'s data endpoint; eastus's for a region without a server.
-    pub fn region(&self, region: &str) -> u16 {
+    pub(crate) fn region(&self, region: &str) -> u16 {
         if region == "westus" {
             self.westus
         } else {
@@ -315,7 +315,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(opts: FakeOptions, ports: Ports) -> Self {
+    pub(crate) fn new(opts: FakeOptions, ports: Ports) -> Self {
         Self {
             auth: opts.auth,
             ports,
@@ -328,11 +328,11 @@ impl Shared {
         }
     }
 
-    pub fn count_connection(&self, server: ServerName) {
+    pub(crate) fn count_connection(&self, server: ServerName) {
         self.connections[server.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn connections(&self, server: ServerName) -> u64 {
+    pub(crate) fn connections(&self, server: ServerName) -> u64 {
         self.connections[server.index()].load(Ordering::Relaxed)
     }
 }

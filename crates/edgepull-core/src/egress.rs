@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use url::Url;
 
-use crate::registry::hostport::HostPort;
+use crate::hostport::HostPort;
 
 /// Most redirects followed for one blob request (login → data endpoint needs one).
 pub const MAX_REDIRECT_HOPS: u8 = 3;

@@ -15,7 +15,7 @@ use super::data;
 use super::http::{error, error_with, header_str, json, respond};
 use super::state::{AUTH_HOST, AuthMode, LOGIN_HOST, Link, RawManifest, Shared, data_host, lock, random_hex};
 use super::token;
-use crate::oci::Digest;
+use edgepull_core::oci::Digest;
 
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const WWW_AUTHENTICATE: HeaderName = HeaderName::from_static("www-authenticate");

@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::digest::{Digest, DigestError};
-use crate::registry::hostport::{HostPort, HostPortError};
+use crate::hostport::{HostPort, HostPortError};
 
 /// Why a reference was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

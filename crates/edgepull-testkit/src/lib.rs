@@ -33,9 +33,9 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::runtime::Runtime;
 
-use crate::oci::manifest::{DescriptorPlatform, OCI_INDEX, OCI_MANIFEST};
-use crate::oci::{Descriptor, Digest, ImageIndex, ImageManifest, Platform};
-use crate::registry::hostport::HostPort;
+use edgepull_core::hostport::HostPort;
+use edgepull_core::oci::manifest::{DescriptorPlatform, OCI_INDEX, OCI_MANIFEST};
+use edgepull_core::oci::{Descriptor, Digest, ImageIndex, ImageManifest, Platform};
 
 pub use state::{
     AUTH_HOST, AuthMode, FakeOptions, Knobs, LOGIN_HOST, REGIONS, RawManifest, RequestRecord, ServerName,

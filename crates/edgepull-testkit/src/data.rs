@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response};
 use super::body::{FakeBody, Shaping};
 use super::http::{header_str, respond};
 use super::state::{Knobs, ServerName, Shared, lock};
-use crate::oci::Digest;
+use edgepull_core::oci::Digest;
 
 pub(crate) fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>) -> Response<FakeBody> {
     let region = server.region().unwrap_or("eastus");

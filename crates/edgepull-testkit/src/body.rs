@@ -43,17 +43,17 @@ pub(crate) struct FakeBody {
 
 impl FakeBody {
     /// No body.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Self::streamed(Vec::new(), Shaping::default())
     }
 
     /// A small body sent as is.
-    pub fn full(data: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(data: impl Into<Bytes>) -> Self {
         Self::streamed(vec![data.into()], Shaping::default())
     }
 
     /// `parts` sent in order, in chunks of at most 64 KiB, shaped.
-    pub fn streamed(parts: Vec<Bytes>, shaping: Shaping) -> Self {
+    pub(crate) fn streamed(parts: Vec<Bytes>, shaping: Shaping) -> Self {
         let remaining = parts.iter().map(|p| p.len() as u64).sum();
         let chunk = match shaping.rate {
             // About ten chunks a second keeps the pacing smooth.
@@ -74,7 +74,7 @@ impl FakeBody {
     }
 
     /// The number of bytes handed to hyper so far (shared, keeps counting).
-    pub fn counter(&self) -> Arc<AtomicU64> {
+    pub(crate) fn counter(&self) -> Arc<AtomicU64> {
         self.counter.clone()
     }
 }
