@@ -11,6 +11,10 @@
 
 use std::fmt;
 
+/// Default bytes written between durable checkpoints of a partial download (the most a
+/// crash can lose). The one copy: the config's default and the store's both use it.
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
 /// A parsed `Content-Range` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentRange {
