@@ -13,8 +13,8 @@ use hyper::header::{
 use hyper::{Method, Request, Response};
 
 use super::body::{FakeBody, Shaping};
-use super::http::{header_str, respond};
 use super::state::{Knobs, ServerName, Shared, lock};
+use super::wire::{header_str, respond};
 use edgepull_core::oci::Digest;
 
 pub(crate) fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>) -> Response<FakeBody> {

@@ -15,11 +15,12 @@
 
 mod body;
 mod data;
-mod http;
 mod login;
+mod server;
 mod state;
 pub mod tls;
 mod token;
+mod wire;
 
 use std::collections::HashMap;
 use std::io;
@@ -114,7 +115,7 @@ impl FakeRegistry {
             let _guard = runtime.enter();
             for (server, std_listener) in ServerName::ALL.into_iter().zip(listeners) {
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                runtime.spawn(http::serve(listener, acceptor.clone(), shared.clone(), server));
+                runtime.spawn(server::serve(listener, acceptor.clone(), shared.clone(), server));
             }
         }
         Ok(Self {

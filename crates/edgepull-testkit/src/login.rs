@@ -3,18 +3,15 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use hyper::body::Incoming;
-use hyper::header::{
-    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION,
-};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION};
 use hyper::{Method, Request, Response};
 
 use super::body::FakeBody;
 use super::data;
-use super::http::{error, error_with, header_str, json, respond};
 use super::state::{AUTH_HOST, AuthMode, LOGIN_HOST, Link, RawManifest, Shared, data_host, lock, random_hex};
 use super::token;
+use super::wire::{basic_credentials, error, error_with, json, respond, scheme_value};
 use edgepull_core::oci::Digest;
 
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -121,24 +118,6 @@ fn valid_tag(tag: &str) -> bool {
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
-/// `user:pass` from `Authorization: Basic ...`.
-pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let token = scheme_value(headers, "Basic")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(token.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, pass) = text.split_once(':')?;
-    Some((user.to_string(), pass.to_string()))
-}
-
-/// The value after `scheme ` in `Authorization`, scheme compared case-insensitively.
-fn scheme_value<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
-    let value = header_str(headers, &AUTHORIZATION)?;
-    let (s, rest) = value.trim().split_once(' ')?;
-    s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
 }
 
 /// `None` when the request for `repo` (or for `/v2/` with `None`) is authorized, else the 401.

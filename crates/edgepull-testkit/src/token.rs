@@ -8,9 +8,9 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
 use super::body::FakeBody;
-use super::http::{error, json};
-use super::login::basic_credentials;
 use super::state::{AuthMode, Grant, LOGIN_HOST, Shared, TokenField, lock, random_hex};
+use super::wire::basic_credentials;
+use super::wire::{error, json};
 
 /// Largest form body accepted on POST.
 const MAX_FORM: usize = 64 * 1024;

@@ -1,89 +1,13 @@
-//! The TLS accept loop shared by all servers, request logging, and response helpers.
+//! Request and response helpers shared by every fake server: header access, credentials
+//! from `Authorization`, redaction for the request log, and response builders. A leaf: it
+//! knows no server.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
+use base64::Engine as _;
 use bytes::Bytes;
-use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RANGE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
 
 use super::body::FakeBody;
-use super::state::{LogEntry, RequestRecord, ServerName, Shared, lock};
-use super::{data, login, token};
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accept TCP connections forever, counting them, and serve HTTP/1.1 over TLS on each.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    shared: Arc<Shared>,
-    server: ServerName,
-) {
-    loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(_) => {
-                // Out of descriptors or similar: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        shared.count_connection(server);
-        let acceptor = acceptor.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
-                return;
-            };
-            let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, server, req).await) }
-            });
-            // Errors here are client disconnects or deliberate cuts.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-        });
-    }
-}
-
-/// Route one request to its server's handler and log it.
-async fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>) -> Response<FakeBody> {
-    let method = req.method().to_string();
-    let path = truncate(req.uri().path(), 1024);
-    let query = req.uri().query().map(redact_query);
-    let range = header_str(req.headers(), &RANGE).map(|r| truncate(r, 200));
-    let auth_scheme = auth_scheme(req.headers());
-    let resp = match server {
-        ServerName::Login => login::handle(shared, req).await,
-        ServerName::Auth => token::handle_auth_host(shared, req).await,
-        ServerName::EastUs | ServerName::WestUs => data::handle(shared, server, req),
-    };
-    let record = RequestRecord {
-        server,
-        method,
-        path,
-        query,
-        range,
-        auth_scheme,
-        status: resp.status().as_u16(),
-        body_bytes_sent: 0,
-        at: Instant::now(),
-    };
-    lock(&shared.log).push(LogEntry {
-        record,
-        sent: resp.body().counter(),
-    });
-    resp
-}
 
 /// A header as text, if present and visible ASCII.
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
@@ -92,7 +16,7 @@ pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Optio
 
 /// The scheme of `Authorization`, never the credentials: a known scheme followed by
 /// credentials is reported as sent, anything else as `<other>` (a bare word could be a secret).
-fn auth_scheme(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn auth_scheme(headers: &HeaderMap) -> Option<String> {
     const KNOWN: [&str; 5] = ["Basic", "Bearer", "Digest", "Negotiate", "NTLM"];
     let value = headers.get(AUTHORIZATION)?;
     let scheme = value
@@ -105,7 +29,7 @@ fn auth_scheme(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Keep `service` and `scope`; replace every other value (signatures, secrets).
-fn redact_query(query: &str) -> String {
+pub(crate) fn redact_query(query: &str) -> String {
     let mut out = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         if k == "service" || k == "scope" {
@@ -117,7 +41,7 @@ fn redact_query(query: &str) -> String {
     truncate(&out.finish(), 2048)
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
@@ -168,6 +92,24 @@ pub(crate) fn error_with(
 ) -> Response<FakeBody> {
     let body = serde_json::json!({"errors": [{"code": code, "message": message}]}).to_string();
     json(status, body, extra)
+}
+
+/// `user:pass` from `Authorization: Basic ...`.
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let token = scheme_value(headers, "Basic")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
+}
+
+/// The value after `scheme ` in `Authorization`, scheme compared case-insensitively.
+pub(crate) fn scheme_value<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    let value = header_str(headers, &AUTHORIZATION)?;
+    let (s, rest) = value.trim().split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
 }
 
 #[cfg(test)]
