@@ -225,11 +225,6 @@ impl StoreError {
         matches!(self, StoreError::Incomplete { .. })
     }
 
-    /// A filesystem error (permissions, disk full, IO error).
-    pub fn is_io(&self) -> bool {
-        matches!(self, StoreError::Io { .. })
-    }
-
     /// The exit-code category: [`Category::Integrity`] for content that failed a size or
     /// digest check ([`StoreError::is_integrity`]), [`Category::Store`] for everything else.
     /// The one mapping from a store error to an exit code: wrap, never re-derive.
@@ -311,7 +306,7 @@ mod tests {
             actual: d,
             path: PathBuf::new(),
         };
-        assert!(integrity.is_integrity() && !integrity.is_io());
+        assert!(integrity.is_integrity() && integrity.category() == Category::Integrity);
         let locked = StoreError::Locked {
             path: PathBuf::new(),
             holder_pid: None,

@@ -48,22 +48,22 @@ pub struct GcReport {
 
 /// A blob deleted at start-up because its length disagreed with a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepairedBlob {
+pub(crate) struct RepairedBlob {
     /// The blob.
-    pub digest: Digest,
+    pub(crate) digest: Digest,
     /// The size a descriptor records.
-    pub expected: u64,
+    pub(crate) expected: u64,
     /// The length found (for a manifest whose content did not match its digest: its length).
-    pub actual: u64,
+    pub(crate) actual: u64,
 }
 
 /// What [`Store::repair`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RepairReport {
+pub(crate) struct RepairReport {
     /// Blobs deleted (they are fetched again by the next pull).
-    pub deleted: Vec<RepairedBlob>,
+    pub(crate) deleted: Vec<RepairedBlob>,
     /// Older versions dropped from `index.json` because their manifest is gone.
-    pub dropped_previous: Vec<Digest>,
+    pub(crate) dropped_previous: Vec<Digest>,
 }
 
 /// Read and classify what the root manifest `entry` references. `Err` holds what to record

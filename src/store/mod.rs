@@ -44,9 +44,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use error::StoreError;
-pub use gc::{GcReport, RepairReport, RepairedBlob};
+pub use gc::GcReport;
+pub(crate) use gc::RepairReport;
 pub use ingest::{Ingest, IngestStatus};
-pub use layout::{ANNOTATION_REF_NAME, ANNOTATION_SOURCE_INDEX, ImageEntry, PreviousEntry, Switch};
+pub use layout::{ANNOTATION_REF_NAME, ANNOTATION_SOURCE_INDEX, ImageEntry};
+pub(crate) use layout::{PreviousEntry, Switch};
 pub use verify::{CorruptBlob, Corruption, VerifyReport};
 
 use edgepull_core::oci::{Descriptor, Digest};
@@ -131,7 +133,7 @@ impl Store {
     }
 
     /// The store root (`store.path`).
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.inner.root
     }
 
@@ -269,7 +271,7 @@ impl Store {
     /// `io.edgepull.previous-rank = 1`; versions beyond `keep_previous` are dropped from the
     /// index (their blobs go at the next [`Store::gc`]). Like [`Store::set_image`], the
     /// manifest blob must already be committed.
-    pub async fn switch_image(
+    pub(crate) async fn switch_image(
         &self,
         ref_name: &str,
         manifest: &Descriptor,
@@ -301,7 +303,7 @@ impl Store {
     }
 
     /// The older versions kept in `index.json` for rollback.
-    pub async fn previous_images(&self) -> Result<Vec<PreviousEntry>, StoreError> {
+    pub(crate) async fn previous_images(&self) -> Result<Vec<PreviousEntry>, StoreError> {
         self.blocking("read", self.index_path(), |s| s.previous_images_blocking())
             .await
     }
@@ -334,7 +336,7 @@ impl Store {
     /// for them in `index.json` or in a stored manifest, and manifests whose content does
     /// not match their digest; then drop older versions whose manifest is gone. The next
     /// pull fetches what is missing. Re-hashing every layer is [`Store::verify`]'s job.
-    pub async fn repair(&self) -> Result<RepairReport, StoreError> {
+    pub(crate) async fn repair(&self) -> Result<RepairReport, StoreError> {
         self.blocking("repair", self.layout_dir(), |s| s.repair_blocking())
             .await
     }

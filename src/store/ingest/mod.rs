@@ -143,16 +143,6 @@ impl Ingest {
         })
     }
 
-    /// The blob being written.
-    pub fn digest(&self) -> &Digest {
-        &self.digest
-    }
-
-    /// The expected (descriptor) size.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Bytes written and hashed so far; the next byte to write is at this offset.
     pub fn offset(&self) -> u64 {
         self.offset

@@ -25,26 +25,26 @@ pub struct ImageEntry {
 
 /// An older version of an image kept for rollback (see [`ANNOTATION_PREVIOUS_OF`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreviousEntry {
+pub(crate) struct PreviousEntry {
     /// The ref name this version was current under.
-    pub ref_name: String,
+    pub(crate) ref_name: String,
     /// 1 for the most recent previous version.
-    pub rank: u32,
+    pub(crate) rank: u32,
     /// The manifest descriptor as stored.
-    pub descriptor: Descriptor,
+    pub(crate) descriptor: Descriptor,
     /// The index the manifest was selected from, if any.
-    pub source_index: Option<Digest>,
+    pub(crate) source_index: Option<Digest>,
 }
 
 /// What [`IndexFile::switch`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Switch {
+pub(crate) struct Switch {
     /// The digest that was current before, when it differs from the new one.
-    pub previous: Option<Digest>,
+    pub(crate) previous: Option<Digest>,
     /// False when the ref already pointed at this manifest (only annotations refreshed).
-    pub changed: bool,
+    pub(crate) changed: bool,
     /// Older versions that fell off the end of `keep_previous` (no longer referenced).
-    pub dropped: Vec<Digest>,
+    pub(crate) dropped: Vec<Digest>,
 }
 
 /// `index.json` as stored. Unknown top-level keys are kept when rewriting.

@@ -23,8 +23,9 @@ use super::StoreError;
 use super::fsio::{io_err, remove_file_if_exists, sync_dir, write_atomic};
 use edgepull_core::oci::{Descriptor, Digest};
 
+pub use index::ImageEntry;
 pub(crate) use index::IndexFile;
-pub use index::{ImageEntry, PreviousEntry, Switch};
+pub(crate) use index::{PreviousEntry, Switch};
 
 /// Name of the layout marker file.
 pub(crate) const OCI_LAYOUT_FILE: &str = "oci-layout";
