@@ -22,7 +22,7 @@
 //! Async façade: every [`Store`] method that touches the disk is `async` and runs its file
 //! IO (fsync, `index.json` replaces, hashing, directory walks, the lock wait's attempts) on
 //! tokio's blocking pool with a clone of the store, so a slow flash card stalls a blocking
-//! thread, never one of the runtime's workers. Only the path getters ([`Store::root`],
+//! thread, never one of the runtime's workers. Only the path getters (`root`,
 //! [`Store::layout_dir`], [`Store::blob_path`]) and [`Store::recovery`] are synchronous;
 //! they do no IO. The synchronous bodies (`*_blocking`, crate-private) are for code that is
 //! already on the blocking pool. A blocking task that outlives its awaiting future (the
