@@ -93,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     rt.block_on(async {
         let cfg = Config::load(&config_path)?;
-        let store = Store::open(&cfg.store.path, cfg.store.lock_wait)?;
+        let store = Store::open(&cfg.store.path, cfg.store.lock_wait).await?;
         let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
             Arc::new(Bars::new())
         } else {
@@ -149,10 +149,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("   requests with Authorization at data endpoints: {auth_to_data}\n");
 
         println!("2) store list");
-        for image in store.images()? {
+        for image in store.images().await? {
             println!("   {}\t{}", image.ref_name, image.descriptor.digest);
         }
-        let verify = store.verify()?;
+        let verify = store.verify().await?;
         println!(
             "   store verify: {} blobs checked, {} corrupt\n",
             verify.checked,

@@ -140,15 +140,10 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Ok(cfg)
 }
 
-fn open_store(cfg: &Config) -> Result<Store, Failure> {
-    Store::open(&cfg.store.path, cfg.store.lock_wait).map_err(|e| {
-        let cat = if e.is_integrity() {
-            Category::Integrity
-        } else {
-            Category::Store
-        };
-        Failure::new(cat, e)
-    })
+async fn open_store(cfg: &Config) -> Result<Store, Failure> {
+    Store::open(&cfg.store.path, cfg.store.lock_wait)
+        .await
+        .map_err(|e| Failure::new(e.category(), e))
 }
 
 /// Run the command line; the `Ok` value is the exit code.
@@ -159,15 +154,15 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Status { json } => status(&cli, *json),
         Command::Store {
             command: StoreCommand::Gc,
-        } => store_gc(&cli),
+        } => store_gc(&cli).await,
         Command::Pull { refs, no_progress } => pull(&cli, refs, *no_progress).await,
         Command::Endpoints { json } => endpoints(&cli, *json),
         Command::Store {
             command: StoreCommand::List { json },
-        } => store_list(&cli, *json),
+        } => store_list(&cli, *json).await,
         Command::Store {
             command: StoreCommand::Verify,
-        } => store_verify(&cli),
+        } => store_verify(&cli).await,
     }
 }
 
@@ -195,13 +190,14 @@ fn status(cli: &Cli, json: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn store_gc(cli: &Cli) -> Result<u8, Failure> {
+async fn store_gc(cli: &Cli) -> Result<u8, Failure> {
     use edgepull::daemon::status::human_bytes;
     let cfg = load_config(cli)?;
-    let store = open_store(&cfg)?;
+    let store = open_store(&cfg).await?;
     let report = store
         .gc(&Default::default(), cfg.store.ingest_max_age)
-        .map_err(|e| Failure::new(Category::Store, e))?;
+        .await
+        .map_err(|e| Failure::new(e.category(), e))?;
     if let Some(b) = &report.blocked {
         eprintln!(
             "nothing deleted: the references of index.json entry {} are unknown ({})",
@@ -254,7 +250,7 @@ async fn pull(cli: &Cli, refs: &[String], no_progress: bool) -> Result<u8, Failu
             )),
         ));
     }
-    let store = open_store(&cfg)?;
+    let store = open_store(&cfg).await?;
     let progress: Arc<dyn Progress> = if !no_progress && std::io::stderr().is_terminal() {
         Arc::new(Bars::new())
     } else {
@@ -339,10 +335,10 @@ fn endpoints(cli: &Cli, json: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn store_list(cli: &Cli, json: bool) -> Result<u8, Failure> {
+async fn store_list(cli: &Cli, json: bool) -> Result<u8, Failure> {
     let cfg = load_config(cli)?;
-    let store = open_store(&cfg)?;
-    let images = store.images().map_err(|e| Failure::new(Category::Store, e))?;
+    let store = open_store(&cfg).await?;
+    let images = store.images().await.map_err(|e| Failure::new(e.category(), e))?;
     if json {
         let v: Vec<_> = images
             .iter()
@@ -367,10 +363,10 @@ fn store_list(cli: &Cli, json: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn store_verify(cli: &Cli) -> Result<u8, Failure> {
+async fn store_verify(cli: &Cli) -> Result<u8, Failure> {
     let cfg = load_config(cli)?;
-    let store = open_store(&cfg)?;
-    let report = store.verify().map_err(|e| Failure::new(Category::Store, e))?;
+    let store = open_store(&cfg).await?;
+    let report = store.verify().await.map_err(|e| Failure::new(e.category(), e))?;
     use edgepull::store::Corruption;
     for bad in &report.corrupt {
         let why = match &bad.problem {

@@ -115,8 +115,7 @@ impl PullError {
             PullError::Config(_) | PullError::Http(_) | PullError::Policy(_) => Category::Config,
             PullError::Registry { source, .. } => source.category(),
             PullError::Fetch { source, .. } => source.category(),
-            PullError::Store { source, .. } if source.is_integrity() => Category::Integrity,
-            PullError::Store { .. } => Category::Store,
+            PullError::Store { source, .. } => source.category(),
             PullError::NoPlatform { .. } | PullError::NotAManifest { .. } => Category::Registry,
             PullError::Manifest { .. }
             | PullError::ManifestSize { .. }
@@ -335,6 +334,7 @@ impl Puller {
         let stats = self.download(&plan).await?;
         self.store
             .set_image(&plan.name(), &plan.manifest, plan.index.as_ref())
+            .await
             .map_err(|source| PullError::Store {
                 reference: plan.name(),
                 source,
@@ -464,14 +464,14 @@ impl Puller {
 
     /// Bytes `plan` still has to download: every blob not in the store, less what a
     /// partial download of it already holds durably, plus the manifests not stored yet.
-    pub fn missing(&self, plan: &PullPlan) -> Result<Missing, PullError> {
-        let ingests = self.store.ingests().map_err(|source| PullError::Store {
+    pub async fn missing(&self, plan: &PullPlan) -> Result<Missing, PullError> {
+        let ingests = self.store.ingests().await.map_err(|source| PullError::Store {
             reference: plan.name(),
             source,
         })?;
         let mut out = Missing::default();
         for b in &plan.blobs {
-            if self.store.has_blob(&b.digest, b.size) {
+            if self.store.has_blob(&b.digest, b.size).await {
                 continue;
             }
             let held = ingests
@@ -485,7 +485,7 @@ impl Puller {
         let manifests = std::iter::once((&plan.manifest.digest, plan.manifest_bytes.len()))
             .chain(plan.index.as_ref().zip(plan.index_bytes.as_ref().map(Vec::len)));
         for (d, len) in manifests {
-            if !self.store.has_blob(d, len as u64) {
+            if !self.store.has_blob(d, len as u64).await {
                 out.bytes += len as u64;
             }
         }
@@ -515,10 +515,11 @@ impl Puller {
         };
         // Manifests last: the image is complete before its manifest is stored.
         if let (Some(d), Some(bytes)) = (&plan.index, &plan.index_bytes) {
-            self.store.put_blob(d, bytes).map_err(store_err)?;
+            self.store.put_blob(d, bytes).await.map_err(store_err)?;
         }
         self.store
             .put_blob(&plan.manifest.digest, &plan.manifest_bytes)
+            .await
             .map_err(store_err)?;
         Ok(stats)
     }

@@ -26,13 +26,17 @@ fn single_arch_pull_lands_verified_in_the_layout() {
     drop(puller);
     let store = env.open_store();
     for b in &blobs {
-        assert!(store.has_blob(&b.digest, b.size), "{} missing", b.digest);
+        assert!(
+            rt().block_on(store.has_blob(&b.digest, b.size)),
+            "{} missing",
+            b.digest
+        );
     }
-    let images = store.images().unwrap();
+    let images = rt().block_on(store.images()).unwrap();
     assert_eq!(images.len(), 1);
     assert_eq!(images[0].ref_name, env.reference("1.2").to_string());
     assert_eq!(images[0].descriptor.digest, digest);
-    assert_eq!(store.verify().unwrap().corrupt.len(), 0);
+    assert_eq!(rt().block_on(store.verify()).unwrap().corrupt.len(), 0);
     env.assert_no_auth_at_data_endpoints();
     // Every blob body came from eastus; the login server sent none and westus saw nothing.
     assert_eq!(env.eastus_bytes(), blobs.iter().map(|b| b.size).sum::<u64>());
@@ -78,7 +82,7 @@ fn multi_arch_index_picks_arm64_and_armv7() {
     );
     drop(puller);
     let store = env.open_store();
-    let images = store.images().unwrap();
+    let images = rt().block_on(store.images()).unwrap();
     let entry = images
         .iter()
         .find(|i| i.descriptor.digest == report.manifest.digest)
@@ -367,7 +371,7 @@ fn cut_connection_resumes_with_range_and_bounded_refetch() {
         .count();
     assert_eq!(login_blob_gets, 2);
     drop(puller);
-    assert_eq!(env.open_store().verify().unwrap().corrupt.len(), 0);
+    assert_eq!(rt().block_on(env.open_store().verify()).unwrap().corrupt.len(), 0);
 }
 
 #[test]
@@ -390,7 +394,7 @@ fn server_ignoring_range_restarts_from_zero_with_a_clean_hash() {
         "{report:?}"
     );
     drop(puller);
-    assert_eq!(env.open_store().verify().unwrap().corrupt.len(), 0);
+    assert_eq!(rt().block_on(env.open_store().verify()).unwrap().corrupt.len(), 0);
 }
 
 #[test]
@@ -404,7 +408,7 @@ fn body_longer_than_the_descriptor_aborts_and_leaves_nothing() {
     pull_err(&env, &puller, "x", Category::Integrity);
     drop(puller);
     assert!(!has_blob_file(&env.store_path(), &blobs[1].digest));
-    assert!(env.open_store().images().unwrap().is_empty());
+    assert!(rt().block_on(env.open_store().images()).unwrap().is_empty());
 }
 
 #[test]
@@ -420,11 +424,14 @@ fn digest_mismatch_leaves_no_visible_blob() {
     drop(puller);
     assert!(!has_blob_file(&env.store_path(), &blobs[1].digest));
     let store = env.open_store();
-    assert!(store.images().unwrap().is_empty(), "no image recorded");
+    assert!(
+        rt().block_on(store.images()).unwrap().is_empty(),
+        "no image recorded"
+    );
     // Other blobs interrupted by the failure may keep resumable ingests; the bad one may not.
     assert!(
-        !store
-            .ingests()
+        !rt()
+            .block_on(store.ingests())
             .unwrap()
             .iter()
             .any(|i| i.digest == blobs[1].digest),

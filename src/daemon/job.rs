@@ -109,7 +109,7 @@ impl Job {
         let name = self.name.clone();
         let local = match tokio::task::spawn_blocking(move || local_image(&store, &name)).await {
             Ok(Ok(l)) => l,
-            Ok(Err(e)) => return self.failed(&e, Category::Store, None),
+            Ok(Err(e)) => return self.failed(&e, e.category(), None),
             Err(e) => return self.failed(&e, Category::Store, None),
         };
 
@@ -146,7 +146,7 @@ impl Job {
             Err(e) if e.is_cancelled() => return JobOutcome::Cancelled,
             Err(e) => return self.failed(&e, e.category(), e.retry_after()),
         };
-        let missing = match self.puller.missing(&plan) {
+        let missing = match self.puller.missing(&plan).await {
             Ok(m) => m,
             Err(e) => return self.failed(&e, e.category(), None),
         };
@@ -159,7 +159,7 @@ impl Job {
                     path: self.store.root().to_path_buf(),
                     source: e,
                 };
-                return self.failed(&e, Category::Store, None);
+                return self.failed(&e, e.category(), None);
             }
             Err(e) => return self.failed(&e, Category::Store, None),
         };
@@ -181,7 +181,7 @@ impl Job {
             return JobOutcome::Deferred { message };
         }
 
-        self.tracker.begin(&plan, &self.store);
+        self.tracker.begin(&plan, &self.store).await;
         self.event(JobEvent::Downloading {
             total: plan.total_bytes(),
         });
@@ -190,14 +190,18 @@ impl Job {
             Err(e) if e.is_cancelled() => return JobOutcome::Cancelled,
             Err(e) => return self.failed(&e, e.category(), e.retry_after()),
         };
-        let switch = match self.store.switch_image(
-            &self.name,
-            &plan.manifest,
-            plan.index.as_ref(),
-            self.keep_previous,
-        ) {
+        let switch = match self
+            .store
+            .switch_image(
+                &self.name,
+                &plan.manifest,
+                plan.index.as_ref(),
+                self.keep_previous,
+            )
+            .await
+        {
             Ok(s) => s,
-            Err(e) => return self.failed(&e, Category::Store, None),
+            Err(e) => return self.failed(&e, e.category(), None),
         };
         let report = plan.report(&stats);
         tracing::info!(
@@ -210,18 +214,15 @@ impl Job {
             "image updated"
         );
 
-        let store = self.store.clone();
-        let max_age = self.ingest_max_age;
-        match tokio::task::spawn_blocking(move || store.gc(&BTreeSet::new(), max_age)).await {
-            Ok(Ok(r)) => {
+        match self.store.gc(&BTreeSet::new(), self.ingest_max_age).await {
+            Ok(r) => {
                 if !r.deleted.is_empty() || !r.removed_ingests.is_empty() {
                     tracing::info!(image_ref = %self.name, blobs = r.deleted.len(), bytes = r.freed_bytes, ingests = r.removed_ingests.len(), "garbage collected");
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "garbage collection failed; retried after the next update")
             }
-            Err(e) => tracing::warn!(error = %e, "garbage collection task failed"),
         }
 
         let hook = match (&self.hooks.on_update, switch.changed) {
@@ -285,9 +286,10 @@ pub(crate) fn available_bytes(path: &std::path::Path) -> std::io::Result<u64> {
 }
 
 /// What the store has for `name`: the digest a HEAD returns for it, and whether the
-/// manifest and all its blobs are present with the right sizes.
+/// manifest and all its blobs are present with the right sizes. Blocking (the store's
+/// `*_blocking` reads): call it from `spawn_blocking`.
 pub(crate) fn local_image(store: &Store, name: &str) -> Result<Option<Local>, StoreError> {
-    let Some(entry) = store.images()?.into_iter().find(|i| i.ref_name == name) else {
+    let Some(entry) = store.images_blocking()?.into_iter().find(|i| i.ref_name == name) else {
         return Ok(None);
     };
     let manifest = &entry.descriptor;
@@ -299,19 +301,19 @@ pub(crate) fn local_image(store: &Store, name: &str) -> Result<Option<Local>, St
 }
 
 fn is_complete(store: &Store, manifest: &Descriptor, index: Option<&Digest>) -> bool {
-    if !store.has_blob(&manifest.digest, manifest.size) {
+    if !store.has_blob_blocking(&manifest.digest, manifest.size) {
         return false;
     }
     if index.is_some_and(|d| !store.blob_path(d).is_file()) {
         return false;
     }
-    let Ok(bytes) = store.read_blob(&manifest.digest, MAX_MANIFEST_BYTES) else {
+    let Ok(bytes) = store.read_blob_blocking(&manifest.digest, MAX_MANIFEST_BYTES) else {
         return false;
     };
     let Ok(m) = serde_json::from_slice::<ImageManifest>(&bytes) else {
         return false;
     };
-    m.blobs().all(|b| store.has_blob(&b.digest, b.size))
+    m.blobs().all(|b| store.has_blob_blocking(&b.digest, b.size))
 }
 
 /// Download progress of the running job: bytes stored per blob, and the bytes received
@@ -337,12 +339,16 @@ impl Tracker {
     }
 
     /// Start tracking `plan`.
-    pub(crate) fn begin(&self, plan: &PullPlan, store: &Store) {
+    pub(crate) async fn begin(&self, plan: &PullPlan, store: &Store) {
+        let mut present = Vec::with_capacity(plan.blobs.len());
+        for b in &plan.blobs {
+            present.push(store.has_blob(&b.digest, b.size).await);
+        }
         let mut t = self.lock();
         t.blobs.clear();
         t.present = 0;
-        for b in &plan.blobs {
-            if store.has_blob(&b.digest, b.size) {
+        for (b, present) in plan.blobs.iter().zip(present) {
+            if present {
                 t.present += b.size;
             } else {
                 t.blobs.insert(b.digest, (b.size, 0));

@@ -75,8 +75,7 @@ impl DaemonError {
     pub fn category(&self) -> Category {
         match self {
             DaemonError::Config(_) => Category::Config,
-            DaemonError::Store(e) if e.is_integrity() => Category::Integrity,
-            DaemonError::Store(_) => Category::Store,
+            DaemonError::Store(e) => e.category(),
             DaemonError::Setup(e) => e.category(),
             DaemonError::Signals(_) => Category::Store,
         }
@@ -171,7 +170,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         running: None,
         events_tx,
     };
-    d.load_local_state();
+    d.load_local_state().await;
     for s in &d.slots {
         d.metrics.image(&s.name);
     }
@@ -262,34 +261,30 @@ async fn load_config(path: PathBuf) -> Result<Config, ConfigError> {
 }
 
 async fn open_store(cfg: &Config) -> Result<Store, DaemonError> {
-    let root = cfg.store.path.clone();
-    let wait = cfg.store.lock_wait;
-    let max_age = cfg.store.ingest_max_age;
-    let joined = tokio::task::spawn_blocking(move || -> Result<Store, StoreError> {
-        let store = Store::open(&root, wait)?;
-        let repair = store.repair()?;
-        if !repair.deleted.is_empty() || !repair.dropped_previous.is_empty() {
-            tracing::warn!(
-                blobs = repair.deleted.len(),
-                previous_entries = repair.dropped_previous.len(),
-                "start-up repair removed blobs whose size disagreed with their manifests; they are fetched again"
-            );
-        }
-        let gc = store.gc(&Default::default(), max_age)?;
-        if !gc.deleted.is_empty() || !gc.removed_ingests.is_empty() {
-            tracing::info!(blobs = gc.deleted.len(), bytes = gc.freed_bytes, ingests = gc.removed_ingests.len(), "garbage collected at start-up");
-        }
-        Ok(store)
-    })
-    .await;
-    match joined {
-        Ok(r) => r.map_err(DaemonError::Store),
-        Err(e) => Err(DaemonError::Store(StoreError::Io {
-            op: "open",
-            path: cfg.store.path.clone(),
-            source: std::io::Error::other(e),
-        })),
+    let store = Store::open(&cfg.store.path, cfg.store.lock_wait)
+        .await
+        .map_err(DaemonError::Store)?;
+    let repair = store.repair().await.map_err(DaemonError::Store)?;
+    if !repair.deleted.is_empty() || !repair.dropped_previous.is_empty() {
+        tracing::warn!(
+            blobs = repair.deleted.len(),
+            previous_entries = repair.dropped_previous.len(),
+            "start-up repair removed blobs whose size disagreed with their manifests; they are fetched again"
+        );
     }
+    let gc = store
+        .gc(&Default::default(), cfg.store.ingest_max_age)
+        .await
+        .map_err(DaemonError::Store)?;
+    if !gc.deleted.is_empty() || !gc.removed_ingests.is_empty() {
+        tracing::info!(
+            blobs = gc.deleted.len(),
+            bytes = gc.freed_bytes,
+            ingests = gc.removed_ingests.len(),
+            "garbage collected at start-up"
+        );
+    }
+    Ok(store)
 }
 
 fn build_puller(
@@ -311,9 +306,9 @@ fn build_puller(
 
 impl Daemon {
     /// The current and previous digests recorded in the store.
-    fn load_local_state(&mut self) {
-        let images = self.store.images().unwrap_or_default();
-        let previous = self.store.previous_images().unwrap_or_default();
+    async fn load_local_state(&mut self) {
+        let images = self.store.images().await.unwrap_or_default();
+        let previous = self.store.previous_images().await.unwrap_or_default();
         for s in &mut self.slots {
             s.current = images
                 .iter()
@@ -523,7 +518,7 @@ impl Daemon {
             .collect();
         self.puller = puller;
         self.cfg = new;
-        self.load_local_state();
+        self.load_local_state().await;
         for s in &self.slots {
             self.metrics.image(&s.name);
         }

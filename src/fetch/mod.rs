@@ -72,8 +72,7 @@ impl FetchError {
         use crate::exit::Category;
         match self {
             FetchError::Registry { source, .. } => source.category(),
-            FetchError::Store { source, .. } if source.is_integrity() => Category::Integrity,
-            FetchError::Store { .. } => Category::Store,
+            FetchError::Store { source, .. } => source.category(),
             // The reply does not match the descriptor (length, range): content integrity.
             FetchError::Range { .. } => Category::Integrity,
             FetchError::Exhausted { .. } | FetchError::Cancelled { .. } => Category::Transient,
@@ -132,7 +131,7 @@ impl Fetcher {
         let digest = desc.digest;
         let store_err = |source| FetchError::Store { digest, source };
         let mut stats = FetchStats::default();
-        if self.store.has_blob(&digest, desc.size) {
+        if self.store.has_blob(&digest, desc.size).await {
             stats.already_present = true;
             return Ok(stats);
         }

@@ -5,7 +5,7 @@
 //! that has not been fsynced, and never leave a rename without an fsync of its directory.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
@@ -97,14 +97,30 @@ pub(crate) fn write_atomic(
     let tmp = dir.join(tmp_name);
     let target = dir.join(name);
     if let Err(e) = write_synced(&tmp, bytes, false) {
-        let _ = fs::remove_file(&tmp);
+        discard_temp(&tmp);
         return Err(e);
     }
     if let Err(e) = rename_durable(&tmp, &target) {
-        let _ = fs::remove_file(&tmp);
+        discard_temp(&tmp);
         return Err(e);
     }
     Ok(target)
+}
+
+/// Best-effort removal of the temp file of a write that already failed. Deliberately not
+/// propagated: the caller returns the write's own error, which is what needs fixing, and
+/// start-up recovery removes a temp file left here. Logged when it fails.
+pub(crate) fn discard_temp(tmp: &Path) {
+    if let Err(e) = remove_file_if_exists(tmp) {
+        tracing::warn!(error = %crate::error_chain(&e), "could not remove the temp file of a failed write; the next start removes it");
+    }
+}
+
+/// Read at most `max` bytes of `path`: `Ok(None)` when the file is longer.
+pub(crate) fn read_capped(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
 /// Remove a file, treating "already gone" as success.

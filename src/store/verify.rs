@@ -6,15 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
-use super::fsio::io_err;
+use super::fsio::{io_err, read_capped};
 use super::ingest::hash_prefix;
 use super::layout::IndexFile;
+use edgepull_core::gc::{ManifestRefs, classify_manifest};
+use edgepull_core::oci::Digest;
 use edgepull_core::oci::manifest::{DOCKER_MANIFEST, MAX_MANIFEST_BYTES, OCI_MANIFEST};
-use edgepull_core::oci::{Digest, ImageManifest};
 
 /// What `Store::verify` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub enum Corruption {
 }
 
 /// Verify every blob in `blobs_dir` against `index`.
-pub(crate) fn run(blobs_dir: &Path, index: &IndexFile) -> Result<VerifyReport, StoreError> {
+pub(super) fn run(blobs_dir: &Path, index: &IndexFile) -> Result<VerifyReport, StoreError> {
     let mut report = VerifyReport::default();
     let mut expected = expected_sizes(blobs_dir, index);
     let entries = fs::read_dir(blobs_dir).map_err(io_err("read directory", blobs_dir))?;
@@ -134,28 +134,17 @@ fn expected_sizes(blobs_dir: &Path, index: &IndexFile) -> BTreeMap<Digest, u64> 
         if !matches!(m.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST) || m.size > MAX_MANIFEST_BYTES {
             continue;
         }
-        let Some(bytes) = read_capped(&blobs_dir.join(m.digest.hex()), MAX_MANIFEST_BYTES) else {
+        // Unreadable or too large: its blobs' sizes are unknown (a missing manifest is
+        // reported by the scan).
+        let Ok(Some(bytes)) = read_capped(&blobs_dir.join(m.digest.hex()), MAX_MANIFEST_BYTES) else {
             continue;
         };
-        if Digest::of(&bytes) != m.digest {
-            continue; // reported as corrupt by the scan
-        }
-        if let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) {
-            for d in manifest.blobs() {
+        // Corrupt manifests are reported by the scan; unreadable ones record no sizes.
+        if let ManifestRefs::Blobs(blobs) = classify_manifest(m, &bytes) {
+            for d in blobs {
                 sizes.insert(d.digest, d.size);
             }
         }
     }
     sizes
-}
-
-/// Read at most `max` bytes of `path`; `None` if unreadable or longer.
-fn read_capped(path: &Path, max: u64) -> Option<Vec<u8>> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .ok()?
-        .take(max + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    (bytes.len() as u64 <= max).then_some(bytes)
 }

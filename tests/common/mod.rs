@@ -67,7 +67,9 @@ impl Env {
 
     pub(crate) fn try_puller(&self) -> Result<Puller, PullError> {
         let cfg = self.config();
-        let store = Store::open(&cfg.store.path, Duration::from_secs(5)).expect("open store");
+        let store = rt()
+            .block_on(Store::open(&cfg.store.path, Duration::from_secs(5)))
+            .expect("open store");
         let mut p = Puller::from_config(&cfg, store, Arc::new(Silent))?;
         p.set_retry(fast_retry());
         Ok(p)
@@ -78,7 +80,8 @@ impl Env {
     }
 
     pub(crate) fn open_store(&self) -> Store {
-        Store::open(&self.store_path(), Duration::from_secs(5)).expect("open store")
+        rt().block_on(Store::open(&self.store_path(), Duration::from_secs(5)))
+            .expect("open store")
     }
 
     /// Every request that reached a data endpoint carried no Authorization.

@@ -3,8 +3,8 @@
 //! Owns: the OCI types ([`oci`]), host names and ACR host shapes ([`hostport`], [`acr`]),
 //! the egress allowlist and redirect policy with URL redaction ([`egress`]), the
 //! `WWW-Authenticate` parser ([`challenge`]), `Content-Range` and resume decisions
-//! ([`resume`]), the retry/backoff policy ([`retry`]) and the daemon's schedule decisions
-//! ([`schedule`]).
+//! ([`resume`]), the retry/backoff policy ([`retry`]), the daemon's schedule decisions
+//! ([`schedule`]) and the content store's garbage-collection decisions ([`gc`]).
 //!
 //! Must never: do IO (files, sockets, clocks read behind the caller's back: time is always
 //! passed in), depend on an async runtime, an HTTP client or a TLS stack. Everything here is
@@ -15,6 +15,7 @@
 pub mod acr;
 pub mod challenge;
 pub mod egress;
+pub mod gc;
 pub mod hostport;
 pub mod oci;
 pub mod resume;

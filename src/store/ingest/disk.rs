@@ -1,0 +1,286 @@
+//! The on-disk form of an ingest, `root/ingest/sha256-<hex>/`: its file names, `meta.json`,
+//! the `checkpoint` file, opening or resuming one, start-up recovery of the ingest root,
+//! and listing.
+//!
+//! Owns: the only copy of the ingest file names (garbage collection asks
+//! [`last_write`] instead of naming them). Must never trust `data` beyond the checkpoint,
+//! keep an ingest directory whose name is not a valid digest, or be called on an async
+//! worker (everything here is blocking file IO).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::IngestStatus;
+use crate::store::StoreError;
+use crate::store::fsio::{
+    io_err, make_writable, remove_file_if_exists, remove_tree_if_exists, sync_dir, unix_now, write_atomic,
+};
+use crate::store::lock::BusySet;
+use edgepull_core::oci::{Digest, Hasher};
+
+/// Prefix of an ingest directory name; the rest is the digest's hex.
+const DIR_PREFIX: &str = "sha256-";
+/// The partial blob.
+pub(super) const DATA: &str = "data";
+/// What is being downloaded ([`IngestMeta`]).
+const META: &str = "meta.json";
+const META_TMP: &str = "meta.json.tmp";
+/// The durable resume offset.
+pub(super) const CHECKPOINT: &str = "checkpoint";
+const CHECKPOINT_TMP: &str = "checkpoint.tmp";
+/// Buffer size for re-hashing files; memory use does not grow with blob size.
+pub(super) const HASH_BUF: usize = 256 * 1024;
+
+/// `meta.json` of an ingest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IngestMeta {
+    digest: Digest,
+    size: u64,
+    media_type: String,
+    /// Unix seconds when the ingest was created.
+    started_at: u64,
+}
+
+/// The directory name of the ingest of `d`.
+pub(crate) fn dir_name(d: &Digest) -> String {
+    format!("{DIR_PREFIX}{}", d.hex())
+}
+
+/// The newest modification time of an ingest's files (`None` if none can be read).
+pub(crate) fn last_write(dir: &Path) -> Option<SystemTime> {
+    [DATA, CHECKPOINT, META]
+        .iter()
+        .filter_map(|f| fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+/// Whether `path` is a regular file of exactly `size` bytes.
+pub(crate) fn blob_present(path: &Path, size: u64) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
+}
+
+/// Read `meta.json`; `Ok(None)` if missing or invalid.
+fn read_meta(dir: &Path) -> Result<Option<IngestMeta>, StoreError> {
+    let path = dir.join(META);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", &path)(e)),
+    }
+}
+
+/// Read `checkpoint`: `Some(0)` if missing, `None` if unreadable as a number.
+pub(super) fn read_checkpoint(dir: &Path) -> Result<Option<u64>, StoreError> {
+    let path = dir.join(CHECKPOINT);
+    match fs::read_to_string(&path) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(0)),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(None),
+        Err(e) => Err(io_err("read", &path)(e)),
+    }
+}
+
+pub(super) fn write_checkpoint(dir: &Path, offset: u64) -> Result<(), StoreError> {
+    write_atomic(dir, CHECKPOINT, CHECKPOINT_TMP, format!("{offset}\n").as_bytes()).map(drop)
+}
+
+/// Resume the ingest in `dir` if its meta matches, else start it fresh.
+/// Returns the open data file (positioned at the offset), the hash of the bytes before the
+/// offset, and the offset.
+pub(super) fn open_blocking(
+    ingest_root: &Path,
+    dir: &Path,
+    digest: Digest,
+    size: u64,
+    media_type: &str,
+) -> Result<(File, Hasher, u64), StoreError> {
+    match read_meta(dir)? {
+        Some(meta) if meta.digest == digest && meta.size == size => {
+            if let Some(resumed) = try_resume(dir, digest, size)? {
+                return Ok(resumed);
+            }
+        }
+        Some(meta) => tracing::info!(
+            digest = %digest,
+            recorded_size = meta.size,
+            size,
+            "ingest on disk was for another size; restarting at 0"
+        ),
+        None if dir.exists() => {
+            tracing::info!(digest = %digest, "ingest on disk has no valid meta.json; restarting at 0")
+        }
+        None => {}
+    }
+    start_fresh(ingest_root, dir, digest, size, media_type)
+}
+
+/// Truncate `data` to the checkpoint and re-hash it. `None` if the ingest cannot be resumed
+/// (bad checkpoint, data shorter than the checkpoint, missing data).
+fn try_resume(dir: &Path, digest: Digest, size: u64) -> Result<Option<(File, Hasher, u64)>, StoreError> {
+    let Some(checkpoint) = read_checkpoint(dir)? else {
+        tracing::warn!(digest = %digest, "ingest checkpoint is unreadable; restarting at 0");
+        return Ok(None);
+    };
+    let data = dir.join(DATA);
+    let open = || OpenOptions::new().read(true).write(true).open(&data);
+    let mut file = match open() {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            // A commit that crashed after making `data` read-only and before the rename.
+            make_writable(&data)?;
+            open().map_err(io_err("open", &data))?
+        }
+        Err(e) => return Err(io_err("open", &data)(e)),
+    };
+    let len = file.metadata().map_err(io_err("stat", &data))?.len();
+    if checkpoint > size || checkpoint > len {
+        tracing::warn!(
+            digest = %digest,
+            checkpoint,
+            data_len = len,
+            size,
+            "ingest checkpoint is beyond the data or the blob size; restarting at 0"
+        );
+        return Ok(None);
+    }
+    if len != checkpoint {
+        file.set_len(checkpoint).map_err(io_err("truncate", &data))?;
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io_err("seek", &data))?;
+    let hasher = hash_prefix(&mut file, checkpoint, &data)?;
+    file.seek(SeekFrom::Start(checkpoint))
+        .map_err(io_err("seek", &data))?;
+    Ok(Some((file, hasher, checkpoint)))
+}
+
+/// Hash the next `len` bytes of `file` with a fixed-size buffer.
+pub(crate) fn hash_prefix(file: &mut File, len: u64, path: &Path) -> Result<Hasher, StoreError> {
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; HASH_BUF];
+    let mut left = len;
+    while left > 0 {
+        let want = usize::try_from(left).map_or(HASH_BUF, |l| l.min(HASH_BUF));
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(io_err("read", path)(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shorter than expected while re-hashing",
+                )));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err("read", path)(e)),
+        };
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(hasher)
+}
+
+fn start_fresh(
+    ingest_root: &Path,
+    dir: &Path,
+    digest: Digest,
+    size: u64,
+    media_type: &str,
+) -> Result<(File, Hasher, u64), StoreError> {
+    remove_tree_if_exists(dir)?;
+    fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    sync_dir(ingest_root)?;
+    let meta = IngestMeta {
+        digest,
+        size,
+        media_type: media_type.to_string(),
+        started_at: unix_now(),
+    };
+    let body = serde_json::to_vec(&meta).map_err(|e| StoreError::Io {
+        op: "encode JSON for",
+        path: dir.join(META),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(dir, META, META_TMP, &body)?;
+    let data = dir.join(DATA);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&data)
+        .map_err(io_err("create", &data))?;
+    Ok((file, Hasher::new(), 0))
+}
+
+/// Start-up recovery of `ingest_root`: remove everything that is not a resumable ingest
+/// directory (stray files, bad names, missing/invalid meta, meta for another digest,
+/// ingests whose blob is already committed) and temp files inside kept ones.
+/// Returns (removed paths, kept count).
+pub(crate) fn recover(root: &Path, blobs_dir: &Path) -> Result<(Vec<PathBuf>, usize), StoreError> {
+    let mut removed = Vec::new();
+    let mut kept = 0;
+    let entries = fs::read_dir(root).map_err(io_err("read directory", root))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("read directory", root))?;
+        let path = entry.path();
+        let keep = match parse_dir_name(&entry.file_name()) {
+            Some(digest) if entry.file_type().is_ok_and(|t| t.is_dir()) => match read_meta(&path)? {
+                Some(meta) if meta.digest == digest => {
+                    !blob_present(&blobs_dir.join(digest.hex()), meta.size)
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if keep {
+            for tmp in [META_TMP, CHECKPOINT_TMP] {
+                remove_file_if_exists(&path.join(tmp))?;
+            }
+            kept += 1;
+        } else {
+            tracing::info!(path = %path.display(), "removing stale ingest entry");
+            remove_tree_if_exists(&path)?;
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(root)?;
+    }
+    Ok((removed, kept))
+}
+
+/// List resumable ingests on disk.
+pub(crate) fn list(root: &Path, busy: &BusySet) -> Result<Vec<IngestStatus>, StoreError> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(root).map_err(io_err("read directory", root))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("read directory", root))?;
+        let Some(digest) = parse_dir_name(&entry.file_name()) else {
+            continue;
+        };
+        let path = entry.path();
+        let Some(meta) = read_meta(&path)? else { continue };
+        if meta.digest != digest {
+            continue;
+        }
+        out.push(IngestStatus {
+            digest,
+            size: meta.size,
+            media_type: meta.media_type,
+            checkpoint: read_checkpoint(&path)?.unwrap_or(0),
+            started_at: meta.started_at,
+            active: busy.contains(&digest),
+        });
+    }
+    out.sort_by_key(|s| s.digest);
+    Ok(out)
+}
+
+pub(super) fn parse_dir_name(name: &std::ffi::OsStr) -> Option<Digest> {
+    let hex = name.to_str()?.strip_prefix(DIR_PREFIX)?;
+    Digest::parse(&format!("sha256:{hex}")).ok()
+}
