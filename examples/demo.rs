@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use edgepull::config::Config;
 use edgepull::progress::{Bars, LogLines, Progress};
-use edgepull::pull::Puller;
 use edgepull::store::Store;
 use edgepull_core::oci::{Platform, Reference};
 use edgepull_testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName, random_bytes};
@@ -99,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             Arc::new(LogLines::new(Duration::from_secs(2)))
         };
-        let puller = Puller::from_config(&cfg, store.clone(), progress)?;
+        let puller = edgepull::app::puller(&cfg, store.clone(), progress).await?;
 
         // A slow, flaky link: 64 MiB/s, and the first blob body is cut half-way.
         fake.update_knobs(|k| {

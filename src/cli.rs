@@ -13,7 +13,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use edgepull::config::{Config, default_path};
 use edgepull::exit::Category;
 use edgepull::progress::{Bars, LogLines, Progress};
-use edgepull::pull::Puller;
 use edgepull::store::Store;
 use edgepull_core::oci::Reference;
 
@@ -256,7 +255,9 @@ async fn pull(cli: &Cli, refs: &[String], no_progress: bool) -> Result<u8, Failu
     } else {
         Arc::new(LogLines::new(Duration::from_secs(10)))
     };
-    let puller = Puller::from_config(&cfg, store, progress).map_err(|e| Failure::new(e.category(), e))?;
+    let puller = edgepull::app::puller(&cfg, store, progress)
+        .await
+        .map_err(|e| Failure::new(e.category(), e))?;
     let mut worst: Option<Category> = None;
     for r in &references {
         match puller.pull(r).await {

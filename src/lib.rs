@@ -2,6 +2,8 @@
 //!
 //! Architecture (data flows top to bottom):
 //! - [`config`]: the JSON config, validated into types; derives the region's data endpoint.
+//! - [`app`]: the composition root: policy, credentials, HTTP and registry clients and the
+//!   [`pull::Puller`], built from a validated config.
 //! - [`oci`]: spec types (`Digest`, `Reference`, `Platform`, manifests). Pure.
 //! - [`registry`]: the registry client: egress allowlist and redirect policy, auth
 //!   (challenges, tokens), manifests, and opening blob streams at the data endpoint.
@@ -21,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod daemon;
 pub mod exit;

@@ -1,7 +1,9 @@
 //! Progress reporting for blob transfers: bars on a terminal, log lines otherwise.
 //!
-//! Owns: how progress is shown. It is told about offsets; it never touches the network or
-//! the store, and it never prints URLs (only digests and sizes).
+//! Owns: how progress is shown, and [`FetchStats`], the account of one blob transfer it is
+//! given at the end. It is told about offsets; it never touches the network or the store,
+//! depends on no transfer code (the fetcher calls it, never the reverse), and never prints
+//! URLs (only digests and sizes).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,8 +11,22 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::fetch::FetchStats;
 use edgepull_core::oci::{Descriptor, Digest};
+
+/// What one blob fetch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// The blob was already in the store: nothing was requested.
+    pub(crate) already_present: bool,
+    /// Offset the ingest had when this run opened it (a durable checkpoint from an earlier run).
+    pub(crate) resumed_from: u64,
+    /// Body bytes received from the network in this run.
+    pub(crate) bytes_received: u64,
+    /// Of those, bytes received for offsets already held (server ignored Range, restart).
+    pub(crate) bytes_refetched: u64,
+    /// Ranged reopens after a dropped or stalled connection.
+    pub(crate) reconnects: u32,
+}
 
 /// Receives transfer events. Implementations must be cheap: `advance` runs per chunk.
 pub trait Progress: Send + Sync {

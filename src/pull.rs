@@ -2,43 +2,28 @@
 //!
 //! Owns: the order of a pull and its bookkeeping. The tag is resolved once and pinned to
 //! its digest for the rest of the pull; the platform manifest is taken from the index by
-//! the pure [`select`]; blobs are fetched concurrently (bounded) by the [`Fetcher`]; the
+//! the pure [`select`]; blobs are fetched concurrently (bounded) by the `Fetcher`; the
 //! image becomes visible in `index.json` only after every blob is verified and stored.
-//! Never talks to the network except through the registry client.
-
-use std::sync::Arc;
+//! Manifest requests are retried by the same `Retrier` as blobs. Never talks to the
+//! network except through the registry client, and never reads the config (a puller is
+//! built by [`crate::app`]).
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AuthConfig, BlobSourceConfig, Config, ConfigError, load_secret};
-use crate::fetch::{FetchError, FetchStats, Fetcher};
-use crate::progress::Progress;
-use crate::registry::auth::Credentials;
-use crate::registry::client::{RegistryClient, RegistryError};
-use crate::registry::http::{HttpError, HttpSettings, build_client};
+use crate::fetch::retry::Retrier;
+use crate::fetch::{FetchError, Fetcher};
+use crate::progress::FetchStats;
+use crate::registry::client::{FetchedManifest, RegistryClient, RegistryError};
 use crate::store::{Store, StoreError};
-use edgepull_core::egress::{BlobSource, EgressPolicy, PolicyError};
 use edgepull_core::oci::manifest::{MAX_CONFIG_BYTES, OCI_MANIFEST};
 use edgepull_core::oci::platform::select;
 use edgepull_core::oci::{Descriptor, Digest, Document, Platform, Reference};
 use edgepull_core::retry::RetryPolicy;
 
-/// Annotation holding the digest of the index an image was chosen from.
-pub const SOURCE_INDEX_ANNOTATION: &str = "io.edgepull.source-index";
-
 /// Why a pull failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
-    /// Configuration or credential files.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The HTTP client could not be built.
-    #[error(transparent)]
-    Http(#[from] HttpError),
-    /// The configured endpoints make no valid egress policy.
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
     /// Registry request failed.
     #[error("{reference}: registry request failed")]
     Registry {
@@ -112,7 +97,6 @@ impl PullError {
     pub fn category(&self) -> crate::exit::Category {
         use crate::exit::Category;
         match self {
-            PullError::Config(_) | PullError::Http(_) | PullError::Policy(_) => Category::Config,
             PullError::Registry { source, .. } => source.category(),
             PullError::Fetch { source, .. } => source.category(),
             PullError::Store { source, .. } => source.category(),
@@ -125,18 +109,15 @@ impl PullError {
     }
 
     /// The pull stopped because its cancellation token fired.
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         matches!(self, PullError::Cancelled { .. })
     }
 
     /// The `Retry-After` the registry sent with the failure, if any.
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
         let registry = match self {
             PullError::Registry { source, .. } => Some(source.as_ref()),
-            PullError::Fetch { source, .. } => match source.as_ref() {
-                FetchError::Registry { source, .. } => Some(source),
-                _ => None,
-            },
+            PullError::Fetch { source, .. } => source.registry_error(),
             _ => None,
         };
         registry.and_then(|e| e.failure().retry_after())
@@ -166,98 +147,27 @@ pub struct PullReport {
     pub bytes_resumed: u64,
 }
 
-/// Build the egress policy a config describes.
-pub fn policy_from_config(cfg: &Config) -> Result<EgressPolicy, PolicyError> {
-    let r = &cfg.registry;
-    let source = match r.blob_source {
-        BlobSourceConfig::DataEndpoint => BlobSource::DataEndpoint,
-        BlobSourceConfig::Registry => BlobSource::Registry,
-    };
-    let policy = EgressPolicy::new(
-        r.login_server.clone(),
-        r.data_endpoints.clone(),
-        r.realm_hosts.clone(),
-        source,
-    )?;
-    Ok(match &r.proxy {
-        Some(p) => policy.with_proxy(p.clone()),
-        None => policy,
-    })
-}
-
-/// Load the credentials a config names (secret files are read here, never logged).
-pub fn credentials_from_config(cfg: &Config) -> Result<Credentials, ConfigError> {
-    Ok(match &cfg.registry.auth {
-        AuthConfig::Anonymous => Credentials::Anonymous,
-        AuthConfig::Basic {
-            username,
-            password_file,
-        } => Credentials::Basic {
-            username: username.clone(),
-            password: load_secret(password_file)?,
-        },
-        AuthConfig::RefreshToken { refresh_token_file } => {
-            Credentials::RefreshToken(load_secret(refresh_token_file)?)
-        }
-    })
-}
-
-/// Retries for a one-shot pull: 5 attempts, 1 s doubling to at most 60 s (about 15 s of
-/// waiting in all unless the registry asks for more with `Retry-After`). The daemon retries
-/// forever with its own policy.
-pub fn one_shot_retry() -> RetryPolicy {
-    RetryPolicy::new(
-        std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(60),
-        Some(5),
-    )
-    .unwrap_or_default()
-}
-
-/// A configured puller: registry client, store, platform and fetcher.
+/// A configured puller: registry client, store, platform and fetcher. Built by
+/// [`crate::app::puller`].
 pub struct Puller {
-    registry: Arc<RegistryClient>,
-    store: Store,
     platform: Platform,
     concurrency: usize,
     fetcher: Fetcher,
-    cancel: CancellationToken,
 }
 
 impl Puller {
-    /// Build from a validated config and an open store.
-    pub fn from_config(cfg: &Config, store: Store, progress: Arc<dyn Progress>) -> Result<Self, PullError> {
-        let policy = Arc::new(policy_from_config(cfg)?);
-        let settings = HttpSettings {
-            ca_file: cfg.registry.ca_file.clone(),
-            resolve: cfg.registry.resolve.clone(),
-            proxy: cfg.registry.proxy.clone(),
-            connect_timeout: cfg.timeouts.connect,
-            idle_read_timeout: cfg.timeouts.idle_read,
-        };
-        let http = build_client(&settings, policy.clone())?;
-        let registry = Arc::new(RegistryClient::new(http, policy, credentials_from_config(cfg)?));
-        let fetcher = Fetcher {
-            registry: registry.clone(),
-            store: store.clone(),
-            retry: one_shot_retry(),
-            progress,
-            checkpoint_bytes: cfg.store.checkpoint_bytes,
-            cancel: CancellationToken::new(),
-        };
-        Ok(Self {
-            registry,
-            store,
-            platform: cfg.platform.clone(),
-            concurrency: cfg.concurrency,
+    /// Pull for `platform` with `fetcher`, `concurrency` blobs at once.
+    pub(crate) fn new(fetcher: Fetcher, platform: Platform, concurrency: usize) -> Self {
+        Self {
+            platform,
+            concurrency,
             fetcher,
-            cancel: CancellationToken::new(),
-        })
+        }
     }
 
     /// The registry client.
     pub fn registry(&self) -> &RegistryClient {
-        &self.registry
+        &self.fetcher.registry
     }
 
     /// Replace the retry policy (tests, daemon).
@@ -273,14 +183,12 @@ impl Puller {
     /// Stop downloads and retry waits when `token` fires (daemon shutdown). A cancelled
     /// download checkpoints what it has and fails with a cancellation
     /// ([`PullError::is_cancelled`]); the next pull resumes it.
-    pub fn set_cancel(&mut self, token: CancellationToken) {
-        self.fetcher.cancel = token.clone();
-        self.cancel = token;
+    pub(crate) fn set_cancel(&mut self, token: CancellationToken) {
+        self.fetcher.cancel = token;
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    fn store(&self) -> &Store {
+        &self.fetcher.store
     }
 
     /// GET a manifest, retrying transient failures by the same policy as blobs.
@@ -291,48 +199,38 @@ impl Puller {
         repo: &str,
         reference: &str,
         expected: Option<&Digest>,
-    ) -> Result<crate::registry::client::FetchedManifest, PullError> {
-        let mut attempt = 0;
+    ) -> Result<FetchedManifest, PullError> {
+        let cancel = &self.fetcher.cancel;
+        let mut retry = Retrier::new(&self.fetcher.retry, cancel);
         loop {
             let got = tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => {
+                () = cancel.cancelled() => {
                     return Err(PullError::Cancelled { reference: name.to_string() });
                 }
-                got = self.registry.get_manifest(repo, reference, expected) => got,
+                got = self.registry().get_manifest(repo, reference, expected) => got,
             };
-            match got {
+            let e = match got {
                 Ok(m) => return Ok(m),
-                Err(e) => match self
-                    .fetcher
-                    .retry
-                    .decide(attempt, &e.failure(), false, rand::random())
-                {
-                    edgepull_core::retry::Action::RetryAfter(delay) => {
-                        tracing::warn!(repository = repo, reference, error = %crate::error_chain(&e), retry_in = ?delay, "manifest request failed; retrying");
-                        attempt += 1;
-                        tokio::select! {
-                            () = self.cancel.cancelled() => {}
-                            () = tokio::time::sleep(delay) => {}
-                        }
-                    }
-                    edgepull_core::retry::Action::GiveUp => {
-                        return Err(PullError::Registry {
-                            reference: name.to_string(),
-                            source: Box::new(e),
-                        });
-                    }
-                },
-            }
+                Err(e) => e,
+            };
+            let Some(delay) = retry.on_failure(&e.failure(), false) else {
+                return Err(PullError::Registry {
+                    reference: name.to_string(),
+                    source: Box::new(e),
+                });
+            };
+            tracing::warn!(repository = repo, reference, error = %crate::error_chain(&e), retry_in = ?delay, "manifest request failed; retrying");
+            retry.wait(delay).await;
         }
     }
 
     /// Pull `reference` into the store and record it under its name as given:
-    /// [`Puller::plan`], [`Puller::download`], then [`Store::set_image`].
+    /// `Puller::plan`, `Puller::download`, then [`Store::set_image`].
     pub async fn pull(&self, reference: &Reference) -> Result<PullReport, PullError> {
         let plan = self.plan(reference, None).await?;
         let stats = self.download(&plan).await?;
-        self.store
+        self.store()
             .set_image(&plan.name(), &plan.manifest, plan.index.as_ref())
             .await
             .map_err(|source| PullError::Store {
@@ -346,7 +244,11 @@ impl Puller {
     /// plan cannot race a tag that moves again), choose the platform manifest, and list
     /// the blobs. Fetches only manifests (the index and the platform manifest), which
     /// are held in memory until [`Puller::download`].
-    pub async fn plan(&self, reference: &Reference, pin: Option<Digest>) -> Result<PullPlan, PullError> {
+    pub(crate) async fn plan(
+        &self,
+        reference: &Reference,
+        pin: Option<Digest>,
+    ) -> Result<PullPlan, PullError> {
         let name = reference.to_string();
         let repo = reference.repository();
 
@@ -464,14 +366,14 @@ impl Puller {
 
     /// Bytes `plan` still has to download: every blob not in the store, less what a
     /// partial download of it already holds durably, plus the manifests not stored yet.
-    pub async fn missing(&self, plan: &PullPlan) -> Result<Missing, PullError> {
-        let ingests = self.store.ingests().await.map_err(|source| PullError::Store {
+    pub(crate) async fn missing(&self, plan: &PullPlan) -> Result<Missing, PullError> {
+        let ingests = self.store().ingests().await.map_err(|source| PullError::Store {
             reference: plan.name(),
             source,
         })?;
         let mut out = Missing::default();
         for b in &plan.blobs {
-            if self.store.has_blob(&b.digest, b.size).await {
+            if self.store().has_blob(&b.digest, b.size).await {
                 continue;
             }
             let held = ingests
@@ -485,7 +387,7 @@ impl Puller {
         let manifests = std::iter::once((&plan.manifest.digest, plan.manifest_bytes.len()))
             .chain(plan.index.as_ref().zip(plan.index_bytes.as_ref().map(Vec::len)));
         for (d, len) in manifests {
-            if !self.store.has_blob(d, len as u64).await {
+            if !self.store().has_blob(d, len as u64).await {
                 out.bytes += len as u64;
             }
         }
@@ -495,7 +397,7 @@ impl Puller {
     /// Fetch every blob of `plan` (bounded concurrency, resumable) and then store its
     /// manifests. The image is not recorded in `index.json`: the caller does that
     /// ([`Store::set_image`] or [`Store::switch_image`]), so it is complete before it is named.
-    pub async fn download(&self, plan: &PullPlan) -> Result<Vec<FetchStats>, PullError> {
+    pub(crate) async fn download(&self, plan: &PullPlan) -> Result<Vec<FetchStats>, PullError> {
         let name = plan.name();
         let repo = plan.reference.repository();
         let fetches: Vec<_> = plan
@@ -515,9 +417,9 @@ impl Puller {
         };
         // Manifests last: the image is complete before its manifest is stored.
         if let (Some(d), Some(bytes)) = (&plan.index, &plan.index_bytes) {
-            self.store.put_blob(d, bytes).await.map_err(store_err)?;
+            self.store().put_blob(d, bytes).await.map_err(store_err)?;
         }
-        self.store
+        self.store()
             .put_blob(&plan.manifest.digest, &plan.manifest_bytes)
             .await
             .map_err(store_err)?;
@@ -544,50 +446,34 @@ impl Puller {
 
 /// What [`Puller::plan`] found: the manifests (in memory) and the blobs to fetch.
 #[derive(Debug, Clone)]
-pub struct PullPlan {
+pub(crate) struct PullPlan {
     /// The reference as given.
-    pub reference: Reference,
+    pub(crate) reference: Reference,
     /// The platform manifest's descriptor, as it will be recorded.
-    pub manifest: Descriptor,
+    pub(crate) manifest: Descriptor,
     /// The index it was chosen from, if any.
-    pub index: Option<Digest>,
+    pub(crate) index: Option<Digest>,
     /// The platform chosen from the index, if any.
-    pub platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
     /// Distinct blobs (config first, then layers).
-    pub blobs: Vec<Descriptor>,
+    pub(crate) blobs: Vec<Descriptor>,
     manifest_bytes: Vec<u8>,
     index_bytes: Option<Vec<u8>>,
 }
 
 impl PullPlan {
     /// The name recorded in `index.json` (the reference as given).
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.reference.to_string()
     }
 
-    /// The digest a `HEAD` of the reference returns: the index's, else the manifest's.
-    pub fn top_digest(&self) -> Digest {
-        self.index.unwrap_or(self.manifest.digest)
-    }
-
-    /// Every digest the plan will commit: blobs, manifest and index. Garbage collection
-    /// must leave these alone while the plan runs.
-    pub fn digests(&self) -> Vec<Digest> {
-        self.blobs
-            .iter()
-            .map(|b| b.digest)
-            .chain(std::iter::once(self.manifest.digest))
-            .chain(self.index)
-            .collect()
-    }
-
     /// Total size of the blobs.
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.blobs.iter().map(|b| b.size).sum()
     }
 
     /// The report of a finished pull of this plan.
-    pub fn report(&self, stats: &[FetchStats]) -> PullReport {
+    pub(crate) fn report(&self, stats: &[FetchStats]) -> PullReport {
         PullReport {
             reference: self.reference.clone(),
             manifest: self.manifest.clone(),
@@ -604,11 +490,11 @@ impl PullPlan {
 
 /// What a plan still has to download ([`Puller::missing`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Missing {
+pub(crate) struct Missing {
     /// Bytes to download.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Blobs not in the store.
-    pub blobs: usize,
+    pub(crate) blobs: usize,
     /// Bytes of those blobs already held by partial downloads (resumed, not fetched).
-    pub resumable_bytes: u64,
+    pub(crate) resumable_bytes: u64,
 }

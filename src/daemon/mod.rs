@@ -40,9 +40,10 @@ use self::hook::HookEnd;
 use self::job::{Job, JobEvent, JobOutcome, Tracker};
 use self::metrics::Metrics;
 use self::status::{HookStatus, ImageStatus, LastError, STATUS_VERSION, Stamp, State, Status};
+use crate::app::SetupError;
 use crate::config::{Config, ConfigError, ImageConfig};
 use crate::exit::Category;
-use crate::pull::{PullError, Puller};
+use crate::pull::Puller;
 use crate::store::{Store, StoreError};
 use crate::systemd::Notifier;
 use edgepull_core::oci::Digest;
@@ -64,7 +65,7 @@ pub enum DaemonError {
     Store(#[source] StoreError),
     /// The registry client could not be built from the config.
     #[error("cannot set up the registry client")]
-    Setup(#[source] PullError),
+    Setup(#[source] SetupError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
@@ -154,7 +155,9 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     let store = open_store(&cfg).await?;
     let cancel = CancellationToken::new();
     let tracker = Arc::new(Tracker::default());
-    let puller = build_puller(&cfg, &store, &tracker, &cancel).map_err(DaemonError::Setup)?;
+    let puller = build_puller(&cfg, &store, &tracker, &cancel)
+        .await
+        .map_err(DaemonError::Setup)?;
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let mut d = Daemon {
@@ -287,13 +290,13 @@ async fn open_store(cfg: &Config) -> Result<Store, DaemonError> {
     Ok(store)
 }
 
-fn build_puller(
+async fn build_puller(
     cfg: &Config,
     store: &Store,
     tracker: &Arc<Tracker>,
     cancel: &CancellationToken,
-) -> Result<Arc<Puller>, PullError> {
-    let mut p = Puller::from_config(cfg, store.clone(), tracker.clone())?;
+) -> Result<Arc<Puller>, SetupError> {
+    let mut p = crate::app::puller(cfg, store.clone(), tracker.clone()).await?;
     // A few quick retries inside one attempt; beyond that the daemon's own backoff
     // (up to sync.backoff_max_secs) takes over and the next attempt resumes.
     let retry =
@@ -496,6 +499,7 @@ impl Daemon {
             tracing::warn!(config = %new.path.display(), "{note}");
         }
         let puller = build_puller(&new, &self.store, &self.tracker, &self.cancel)
+            .await
             .map_err(|e| crate::error_chain(&e))?;
         let now = Instant::now();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);

@@ -4,30 +4,34 @@
 //! repository-scoped tokens — ACR refuses the POST password grant —, POST `grant_type=
 //! refresh_token` for ACR refresh tokens, anonymous GET otherwise), the per-scope cache
 //! with expiry on the monotonic clock, and Basic auth when the login server asks for it.
+//! Token requests go through the same guarded send as every other request
+//! (`Transport::send`); the reply is parsed by the pure [`TokenReply`].
 //! Must never send a credential anywhere but the login server and an allowed realm (the
-//! realm is checked by [`EgressPolicy::check_realm`]), and never print a secret.
+//! realm is checked by [`EgressPolicy::check_realm`](edgepull_core::egress::EgressPolicy::check_realm)
+//! before any credential leaves), and never print a secret.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine as _;
-use reqwest::header::{AUTHORIZATION, HeaderValue};
-use serde::Deserialize;
+use reqwest::Method;
+use reqwest::header::HeaderValue;
 
+use super::transport::{Request, Transport, TransportError, error_summary, read_limited};
 use crate::config::Secret;
 use edgepull_core::challenge::{Challenge, Scheme};
-use edgepull_core::egress::{EgressPolicy, PolicyError};
+use edgepull_core::egress::PolicyError;
 use edgepull_core::hostport::HostPort;
+use edgepull_core::retry::is_transient_status;
+use edgepull_core::token::{TokenReply, TokenReplyError};
 
 /// Largest token response read (1 MiB, as containers/image).
-pub const MAX_TOKEN_BYTES: u64 = 1024 * 1024;
-/// Lifetime assumed when the token server sends no `expires_in` (distribution spec).
-pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+const MAX_TOKEN_BYTES: u64 = 1024 * 1024;
 
 /// The identity edgepull presents.
-pub enum Credentials {
+pub(crate) enum Credentials {
     /// No credentials: anonymous pull.
     Anonymous,
     /// Username and password (ACR repository-scoped token, admin user, service principal).
@@ -59,7 +63,8 @@ pub enum AuthError {
         "{host} requires credentials ({scheme} challenge) but none are configured; set registry.auth (username + password_file, or refresh_token_file)"
     )]
     CredentialsRequired { host: HostPort, scheme: &'static str },
-    /// The challenge names a realm outside the allowlist (or not https).
+    /// The challenge names a realm outside the allowlist (or not https), or the egress
+    /// policy refused the request to it.
     #[error("token realm refused")]
     Realm(#[source] PolicyError),
     /// A Bearer challenge without a realm.
@@ -79,13 +84,31 @@ pub enum AuthError {
         detail: String,
     },
     /// The token server's reply is not usable.
-    #[error("token server {realm_host} sent an unusable reply: {reason}")]
-    BadTokenReply { realm_host: HostPort, reason: String },
+    #[error("token server {realm_host} sent an unusable reply")]
+    BadTokenReply {
+        realm_host: HostPort,
+        #[source]
+        source: TokenReplyError,
+    },
+    /// The token server's reply is larger than edgepull reads.
+    #[error(
+        "token server {realm_host} sent an unusable reply: reply of {size} bytes exceeds the {MAX_TOKEN_BYTES}-byte limit"
+    )]
+    TokenReplyTooLarge { realm_host: HostPort, size: u64 },
     /// The registry refused a fresh token (or Basic credentials) for the same request.
     #[error(
         "{host} refused the credentials for {what} even after re-authenticating{detail}; the identity may lack pull permission on this repository"
     )]
     Rejected {
+        host: HostPort,
+        what: String,
+        detail: String,
+    },
+    /// A `401` that names no challenge edgepull can answer.
+    #[error(
+        "{host} refused the credentials for {what}{detail} (401 without a usable WWW-Authenticate challenge)"
+    )]
+    NoChallenge {
         host: HostPort,
         what: String,
         detail: String,
@@ -100,21 +123,47 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// True when retrying later may help (token server unreachable or 5xx/429).
-    pub fn is_transient(&self) -> bool {
+    /// True when retrying later may help (token server unreachable or 5xx/408/429).
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             AuthError::Transport { .. } => true,
-            AuthError::TokenRejected { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            AuthError::TokenRejected { status, .. } => is_transient_status(*status),
             _ => false,
+        }
+    }
+
+    /// A failed request to (or body read from) the token server.
+    fn from_transport(e: TransportError) -> Self {
+        match e {
+            TransportError::Policy(e) => AuthError::Realm(e),
+            TransportError::Network { host, source } => AuthError::Transport {
+                realm_host: host,
+                source,
+            },
+            TransportError::TooLarge { host, size, .. } => AuthError::TokenReplyTooLarge {
+                realm_host: host,
+                size,
+            },
         }
     }
 }
 
-/// A bearer token; prints as `[REDACTED]`.
+/// A bearer token, as the header to send, with its renewal time on the monotonic clock;
+/// prints as `[REDACTED]`.
 #[derive(Clone)]
 struct Token {
-    value: String,
+    header: HeaderValue,
     expires: Instant,
+}
+
+impl Token {
+    /// The token of `reply`, received at `now`: renewed `reply.renew_after()` later.
+    fn new(reply: &TokenReply, now: Instant) -> Option<Self> {
+        Some(Self {
+            header: bearer(reply.token())?,
+            expires: now + reply.renew_after(),
+        })
+    }
 }
 
 impl fmt::Debug for Token {
@@ -127,46 +176,18 @@ impl fmt::Debug for Token {
     }
 }
 
-/// Token server reply: `token` or `access_token`, optional `expires_in`.
-#[derive(Deserialize)]
-struct TokenReply {
-    token: Option<String>,
-    access_token: Option<String>,
-    expires_in: Option<i64>,
-}
-
-/// How long before expiry a token is replaced: a tenth of its life, 1–30 s.
-pub fn refresh_margin(lifetime: Duration) -> Duration {
-    (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(30))
-}
-
-/// Parse a token reply body; pure, for tests.
+/// Parse a token reply body received from `realm_host` at `now`.
 fn parse_token_reply(body: &[u8], realm_host: &HostPort, now: Instant) -> Result<Token, AuthError> {
-    let bad = |reason: String| AuthError::BadTokenReply {
+    let bad = |source| AuthError::BadTokenReply {
         realm_host: realm_host.clone(),
-        reason,
+        source,
     };
-    let reply: TokenReply = serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let value = match (reply.token, reply.access_token) {
-        (Some(t), _) if !t.is_empty() => t,
-        (_, Some(t)) if !t.is_empty() => t,
-        _ => return Err(bad("neither \"token\" nor \"access_token\" is present".into())),
-    };
-    if HeaderValue::from_str(&format!("Bearer {value}")).is_err() {
-        return Err(bad("the token contains characters not allowed in a header".into()));
-    }
-    let lifetime = match reply.expires_in {
-        Some(s) if s > 0 => Duration::from_secs(s as u64),
-        _ => DEFAULT_TOKEN_LIFETIME,
-    };
-    Ok(Token {
-        value,
-        expires: now + lifetime - refresh_margin(lifetime),
-    })
+    let reply = TokenReply::parse(body).map_err(bad)?;
+    Token::new(&reply, now).ok_or_else(|| bad(TokenReplyError::NotHeaderSafe))
 }
 
 /// Credentials plus the per-scope token cache for one login server.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     creds: Credentials,
     login: HostPort,
     tokens: Mutex<HashMap<String, Token>>,
@@ -180,7 +201,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// For `login` with `creds`.
-    pub fn new(login: HostPort, creds: Credentials) -> Self {
+    pub(crate) fn new(login: HostPort, creds: Credentials) -> Self {
         Self {
             creds,
             login,
@@ -192,7 +213,7 @@ impl Authenticator {
 
     /// The `Authorization` value to send to the login server for `scope`, if any is known:
     /// a cached, unexpired Bearer token, or Basic when the server asked for Basic.
-    pub fn header_for(&self, scope: &str) -> Option<HeaderValue> {
+    pub(crate) fn header_for(&self, scope: &str) -> Option<HeaderValue> {
         if self.basic.load(std::sync::atomic::Ordering::Relaxed) {
             return self.basic_header();
         }
@@ -201,26 +222,26 @@ impl Authenticator {
         if Instant::now() >= t.expires {
             return None;
         }
-        bearer(&t.value)
+        Some(t.header.clone())
     }
 
     /// Renew the token of `scope` ahead of a request when it has expired (or was never
     /// fetched for this scope) and a Bearer challenge from this login server is known.
     /// Errors are left to the normal 401 path.
-    pub async fn refresh_if_due(&self, http: &reqwest::Client, policy: &EgressPolicy, scope: &str) {
+    pub(crate) async fn refresh_if_due(&self, transport: &Transport, scope: &str) {
         if self.basic.load(std::sync::atomic::Ordering::Relaxed) || self.header_for(scope).is_some() {
             return;
         }
         let challenge = self.last_bearer.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(challenge) = challenge
-            && let Err(e) = self.respond(http, policy, &challenge, scope).await
+            && let Err(e) = self.respond(transport, &challenge, scope).await
         {
             tracing::debug!(host = %self.login, error = %crate::error_chain(&e), "early token renewal failed");
         }
     }
 
     /// Forget the cached token of `scope` (after `invalid_token`).
-    pub fn invalidate(&self, scope: &str) {
+    pub(crate) fn invalidate(&self, scope: &str) {
         self.tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -245,10 +266,9 @@ impl Authenticator {
 
     /// Answer a challenge from the login server for `scope`: obtain what the next attempt
     /// should send. The realm is checked against the policy before any credential leaves.
-    pub async fn respond(
+    pub(crate) async fn respond(
         &self,
-        http: &reqwest::Client,
-        policy: &EgressPolicy,
+        transport: &Transport,
         challenge: &Challenge,
         scope: &str,
     ) -> Result<(), AuthError> {
@@ -267,9 +287,9 @@ impl Authenticator {
                 let realm = challenge.realm().ok_or_else(|| AuthError::NoRealm {
                     host: self.login.clone(),
                 })?;
-                let realm = policy.check_realm(realm).map_err(AuthError::Realm)?;
+                let realm = transport.policy().check_realm(realm).map_err(AuthError::Realm)?;
                 let service = challenge.service().unwrap_or(self.login.host()).to_string();
-                let token = self.fetch_token(http, realm, &service, scope).await?;
+                let token = self.fetch_token(transport, realm, &service, scope).await?;
                 self.tokens
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -286,16 +306,12 @@ impl Authenticator {
 
     async fn fetch_token(
         &self,
-        http: &reqwest::Client,
+        transport: &Transport,
         realm: url::Url,
         service: &str,
         scope: &str,
     ) -> Result<Token, AuthError> {
         let realm_host = HostPort::from_url(&realm).unwrap_or_else(|| self.login.clone());
-        let transport = |source: reqwest::Error| AuthError::Transport {
-            realm_host: realm_host.clone(),
-            source: source.without_url(),
-        };
         let request = match &self.creds {
             Credentials::RefreshToken(refresh) => {
                 let body = url::form_urlencoded::Serializer::new(String::new())
@@ -304,40 +320,28 @@ impl Authenticator {
                     .append_pair("scope", scope)
                     .append_pair("refresh_token", refresh.expose())
                     .finish();
-                http.post(realm.clone())
-                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(body)
+                Request::new(Method::POST, realm).form(body)
             }
-            creds => {
-                let mut url = realm.clone();
+            Credentials::Basic { .. } | Credentials::Anonymous => {
+                let mut url = realm;
                 url.query_pairs_mut()
                     .append_pair("service", service)
                     .append_pair("scope", scope);
-                let mut req = http.get(url);
-                if let (Credentials::Basic { .. }, Some(h)) = (creds, self.basic_header()) {
-                    req = req.header(AUTHORIZATION, h);
-                }
-                req
+                // Basic for passwords, nothing for anonymous pulls.
+                Request::new(Method::GET, url).authorization(self.basic_header())
             }
         };
-        let resp = request.send().await.map_err(transport)?;
+        let resp = transport.send(request).await.map_err(AuthError::from_transport)?;
         let status = resp.status().as_u16();
-        let body = super::client::read_limited(resp, MAX_TOKEN_BYTES)
+        let body = read_limited(resp, &realm_host, MAX_TOKEN_BYTES)
             .await
-            .map_err(|e| match e {
-                super::client::LimitedReadError::Transport(source) => transport(source),
-                super::client::LimitedReadError::TooLarge { size } => AuthError::BadTokenReply {
-                    realm_host: realm_host.clone(),
-                    reason: format!("reply of {size} bytes exceeds the {MAX_TOKEN_BYTES}-byte limit"),
-                },
-            })?;
+            .map_err(AuthError::from_transport)?;
         if status != 200 {
-            let detail = super::client::error_summary(&body);
             return Err(AuthError::TokenRejected {
                 realm_host,
                 status,
                 scope: scope.to_string(),
-                detail,
+                detail: error_summary(&body),
             });
         }
         parse_token_reply(&body, &realm_host, Instant::now())
@@ -351,12 +355,14 @@ fn bearer(token: &str) -> Option<HeaderValue> {
 }
 
 /// The pull scope for a repository (edgepull never asks for push).
-pub fn pull_scope(repository: &str) -> String {
+pub(crate) fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn host() -> HostPort {
@@ -364,44 +370,28 @@ mod tests {
     }
 
     #[test]
-    fn token_reply_table() {
+    fn token_reply_expires_on_the_monotonic_clock() {
         let now = Instant::now();
         let t = parse_token_reply(br#"{"token":"abc","expires_in":300}"#, &host(), now).unwrap();
-        assert_eq!(t.value, "abc");
+        assert_eq!(t.header, "Bearer abc");
+        assert!(t.header.is_sensitive());
         assert_eq!(
             t.expires,
             now + Duration::from_secs(300) - Duration::from_secs(30)
         );
         let t = parse_token_reply(br#"{"access_token":"xyz"}"#, &host(), now).unwrap();
-        assert_eq!(t.value, "xyz");
+        assert_eq!(t.header, "Bearer xyz");
         assert_eq!(
             t.expires,
             now + Duration::from_secs(60) - Duration::from_secs(6),
             "default 60 s life"
         );
-        let t = parse_token_reply(
-            br#"{"token":"","access_token":"y","expires_in":-3}"#,
-            &host(),
-            now,
-        )
-        .unwrap();
-        assert_eq!(t.value, "y");
         for bad in [&br#"{}"#[..], b"not json", br#"{"token":"a\nb"}"#] {
             assert!(matches!(
                 parse_token_reply(bad, &host(), now),
                 Err(AuthError::BadTokenReply { .. })
             ));
         }
-    }
-
-    #[test]
-    fn margins() {
-        assert_eq!(refresh_margin(Duration::from_secs(10)), Duration::from_secs(1));
-        assert_eq!(refresh_margin(Duration::from_secs(120)), Duration::from_secs(12));
-        assert_eq!(
-            refresh_margin(Duration::from_secs(3 * 3600)),
-            Duration::from_secs(30)
-        );
     }
 
     #[test]
@@ -412,7 +402,7 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("hunter2"));
         let t = Token {
-            value: "tok-secret".into(),
+            header: bearer("tok-secret").unwrap(),
             expires: Instant::now(),
         };
         assert!(!format!("{t:?}").contains("tok-secret"));

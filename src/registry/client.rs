@@ -1,29 +1,29 @@
 //! `RegistryClient`: authenticated requests to the login server, manifests, and blob
 //! responses taken only from the allowed data endpoint.
 //!
-//! Owns: the single send path (every URL is checked against the egress policy before a
-//! request is built), the 401 → token → one retry dance, manifest fetching with its size
-//! cap and digest checks, and the hand-followed blob redirect chain. Must never send
+//! Owns: the 401 → token → one retry dance, manifest fetching with its size cap and digest
+//! checks, and the hand-followed blob redirect chain. Every request, each redirect hop
+//! included, goes through the guarded `Transport::send`. Must never send
 //! `Authorization` to anything but the login server, never follow a redirect the policy
 //! refuses, and never log a signed URL's query string.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
+use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 
 use super::auth::{AuthError, Authenticator, Credentials, pull_scope};
+use super::transport::{
+    Request, Transport, TransportError, classify_transport, error_detail, read_limited, transport_kind,
+};
 use edgepull_core::challenge::{parse_challenges, preferred};
 use edgepull_core::egress::{BlobStep, EgressPolicy, PolicyError, redact_url};
 use edgepull_core::hostport::HostPort;
 use edgepull_core::oci::manifest::{ACCEPT, MAX_MANIFEST_BYTES, ManifestError};
 use edgepull_core::oci::{Descriptor, Digest};
-use edgepull_core::retry::{Failure, parse_retry_after};
-
-/// Largest error body read (1 MiB).
-pub const MAX_ERROR_BYTES: u64 = 1024 * 1024;
+use edgepull_core::retry::{Failure, is_transient_status, parse_retry_after};
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +104,42 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// A failed request or body read for `what`. A body over its limit is a manifest over
+    /// [`MAX_MANIFEST_BYTES`]: manifests are the only bodies this client reads whole.
+    fn from_transport(what: &str, e: TransportError) -> Self {
+        match e {
+            TransportError::Policy(e) => RegistryError::Policy(e),
+            TransportError::Network { host, source } => RegistryError::Transport {
+                what: what.to_string(),
+                host,
+                kind: transport_kind(&source),
+                source,
+            },
+            TransportError::TooLarge { host, size, .. } => RegistryError::ManifestTooLarge {
+                what: what.to_string(),
+                host,
+                size,
+            },
+        }
+    }
+
+    /// The host that failed or answered, when the error names one host.
+    pub(crate) fn host(&self) -> Option<&HostPort> {
+        match self {
+            RegistryError::Auth { host, .. }
+            | RegistryError::Transport { host, .. }
+            | RegistryError::Status { host, .. }
+            | RegistryError::NotFound { host, .. }
+            | RegistryError::Manifest { host, .. }
+            | RegistryError::ManifestTooLarge { host, .. }
+            | RegistryError::BadHeader { host, .. }
+            | RegistryError::ContentEncoding { host, .. } => Some(host),
+            RegistryError::Policy(_) | RegistryError::DigestMismatch { .. } => None,
+        }
+    }
+
     /// The retry planner's view of this failure.
-    pub fn failure(&self) -> Failure {
+    pub(crate) fn failure(&self) -> Failure {
         match self {
             RegistryError::Transport { source, .. } => classify_transport(source),
             RegistryError::Status {
@@ -121,7 +155,7 @@ impl RegistryError {
     }
 
     /// The exit-code category.
-    pub fn category(&self) -> crate::exit::Category {
+    pub(crate) fn category(&self) -> crate::exit::Category {
         use crate::exit::Category;
         match self {
             RegistryError::Policy(_) => Category::Policy,
@@ -132,9 +166,7 @@ impl RegistryError {
             } => Category::Policy,
             RegistryError::Auth { .. } => Category::Auth,
             RegistryError::Transport { .. } => Category::Transient,
-            RegistryError::Status { status, .. } if *status >= 500 || *status == 429 || *status == 408 => {
-                Category::Transient
-            }
+            RegistryError::Status { status, .. } if is_transient_status(*status) => Category::Transient,
             RegistryError::Status { .. } | RegistryError::NotFound { .. } => Category::Registry,
             RegistryError::Manifest { .. }
             | RegistryError::ManifestTooLarge { .. }
@@ -144,107 +176,20 @@ impl RegistryError {
     }
 }
 
-/// A transport error as the retry planner sees it.
-pub fn classify_transport(e: &reqwest::Error) -> Failure {
-    if e.is_connect() {
-        Failure::Connect
-    } else if e.is_timeout() {
-        Failure::Stall
-    } else {
-        Failure::Reset
-    }
-}
-
-fn transport_kind(e: &reqwest::Error) -> &'static str {
-    match classify_transport(e) {
-        Failure::Connect => "connect",
-        Failure::Stall => "idle timeout",
-        _ => "connection lost",
-    }
-}
-
-/// Failure of [`read_limited`].
-#[derive(Debug)]
-pub enum LimitedReadError {
-    /// The body was larger than allowed.
-    TooLarge { size: u64 },
-    /// Reading failed.
-    Transport(reqwest::Error),
-}
-
-/// Read a whole body, refusing more than `limit` bytes (checked on `Content-Length` first,
-/// then while reading).
-pub async fn read_limited(resp: Response, limit: u64) -> Result<Vec<u8>, LimitedReadError> {
-    if let Some(len) = resp.content_length()
-        && len > limit
-    {
-        return Err(LimitedReadError::TooLarge { size: len });
-    }
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| LimitedReadError::Transport(e.without_url()))?;
-        if out.len() as u64 + chunk.len() as u64 > limit {
-            return Err(LimitedReadError::TooLarge {
-                size: out.len() as u64 + chunk.len() as u64,
-            });
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-/// A short, safe summary of a registry error body (`{"errors":[{"code","message"}]}`).
-pub fn error_summary(body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        errors: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        code: Option<String>,
-        message: Option<String>,
-    }
-    match serde_json::from_slice::<Envelope>(body) {
-        Ok(env) if !env.errors.is_empty() => {
-            let parts: Vec<String> = env
-                .errors
-                .iter()
-                .take(3)
-                .map(|e| {
-                    let code = e
-                        .code
-                        .clone()
-                        .filter(|c| !c.is_empty())
-                        .unwrap_or_else(|| "UNKNOWN".into());
-                    match &e.message {
-                        Some(m) if !m.is_empty() => {
-                            format!("{code}: {}", m.chars().take(200).collect::<String>())
-                        }
-                        _ => code,
-                    }
-                })
-                .collect();
-            format!(" ({})", parts.join("; "))
-        }
-        _ => String::new(),
-    }
-}
-
 /// A manifest as fetched: the exact bytes and what the registry said about them.
 #[derive(Debug, Clone)]
-pub struct FetchedManifest {
+pub(crate) struct FetchedManifest {
     /// The exact body bytes (digests cover these).
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// `Content-Type` without parameters.
-    pub media_type: String,
+    pub(crate) media_type: String,
     /// sha256 of `bytes`, checked against the request or `Docker-Content-Digest`.
-    pub digest: Digest,
+    pub(crate) digest: Digest,
 }
 
 impl FetchedManifest {
     /// A descriptor for this manifest.
-    pub fn descriptor(&self) -> Descriptor {
+    pub(crate) fn descriptor(&self) -> Descriptor {
         Descriptor::new(&self.media_type, self.digest, self.bytes.len() as u64)
     }
 }
@@ -254,54 +199,63 @@ impl FetchedManifest {
 pub struct ManifestHead {
     /// The digest the tag points at.
     pub digest: Digest,
-    /// Its media type, when given.
-    pub media_type: Option<String>,
     /// True when the registry refused HEAD (405) and a GET was used.
     pub via_get: bool,
 }
 
 /// A blob response ready to stream, from an allowed host.
-pub struct BlobResponse {
+pub(crate) struct BlobResponse {
     /// 200 or 206 (or 416, passed through for the resume logic).
-    pub status: u16,
+    pub(crate) status: u16,
     /// The host that is sending the bytes.
-    pub from: HostPort,
+    pub(crate) from: HostPort,
     /// `Content-Range`, if any.
-    pub content_range: Option<String>,
+    pub(crate) content_range: Option<String>,
     /// `Content-Length`, if any.
-    pub content_length: Option<u64>,
+    pub(crate) content_length: Option<u64>,
+    /// What is being fetched, for errors.
+    what: String,
     /// The response, body unread.
-    pub response: Response,
+    response: Response,
+}
+
+impl BlobResponse {
+    /// The next piece of the body, `None` at its end. A failed read is a
+    /// [`RegistryError::Transport`] from [`BlobResponse::from`].
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, RegistryError> {
+        self.response.chunk().await.map_err(|source| {
+            let source = source.without_url();
+            RegistryError::Transport {
+                what: self.what.clone(),
+                host: self.from.clone(),
+                kind: transport_kind(&source),
+                source,
+            }
+        })
+    }
 }
 
 /// A client for one registry (login server) under one egress policy.
 pub struct RegistryClient {
-    http: reqwest::Client,
-    policy: Arc<EgressPolicy>,
+    transport: Transport,
     login: HostPort,
     auth: Authenticator,
 }
 
 impl RegistryClient {
-    /// A client for `policy`'s login server.
-    pub fn new(http: reqwest::Client, policy: Arc<EgressPolicy>, creds: Credentials) -> Self {
+    /// A client for `policy`'s login server; `http` must have been built for `policy`.
+    pub(crate) fn new(http: reqwest::Client, policy: Arc<EgressPolicy>, creds: Credentials) -> Self {
         let login = policy.login().clone();
         Self {
-            http,
+            transport: Transport::new(http, policy),
             auth: Authenticator::new(login.clone(), creds),
-            policy,
             login,
         }
     }
 
     /// The login server.
-    pub fn login(&self) -> &HostPort {
+    pub(crate) fn login(&self) -> &HostPort {
         &self.login
-    }
-
-    /// The egress policy.
-    pub fn policy(&self) -> &EgressPolicy {
-        &self.policy
     }
 
     fn url(&self, path: &str) -> url::Url {
@@ -309,40 +263,12 @@ impl RegistryClient {
         url::Url::parse(&format!("{}{path}", self.login.https_base())).expect("validated login URL")
     }
 
-    /// Send one request. The URL's host must be allowed; `authorization` is attached only
-    /// when the host may receive credentials.
-    async fn send(
-        &self,
-        what: &str,
-        method: Method,
-        url: url::Url,
-        headers: HeaderMap,
-        authorization: Option<HeaderValue>,
-    ) -> Result<Response, RegistryError> {
-        let host = HostPort::from_url(&url).ok_or_else(|| PolicyError::NoHost {
-            url: redact_url(&url),
-        })?;
-        if !self.policy.may_connect(&host) {
-            return Err(PolicyError::HostNotAllowed {
-                host,
-                allowed: self.policy.allowlist(),
-            }
-            .into());
-        }
-        let mut req = self.http.request(method, url).headers(headers);
-        if let Some(a) = authorization {
-            if !self.policy.may_send_credentials(&host) {
-                return Err(PolicyError::CredentialsRefused { host }.into());
-            }
-            req = req.header(header::AUTHORIZATION, a);
-        }
-        // `without_url`: a signed data-endpoint URL must never reach an error message or log.
-        req.send().await.map_err(|source| RegistryError::Transport {
-            what: what.to_string(),
-            host: host.clone(),
-            kind: transport_kind(&source),
-            source: source.without_url(),
-        })
+    /// Send one request through the guarded transport.
+    async fn send(&self, what: &str, request: Request) -> Result<Response, RegistryError> {
+        self.transport
+            .send(request)
+            .await
+            .map_err(|e| RegistryError::from_transport(what, e))
     }
 
     /// Send to the login server with authentication: on 401, answer the challenge once and
@@ -356,16 +282,21 @@ impl RegistryClient {
         headers: HeaderMap,
     ) -> Result<Response, RegistryError> {
         let url = self.url(path);
+        let auth_err = |source| RegistryError::Auth {
+            host: self.login.clone(),
+            source,
+        };
         let mut answered = false;
         loop {
             if !answered {
-                self.auth.refresh_if_due(&self.http, &self.policy, scope).await;
+                self.auth.refresh_if_due(&self.transport, scope).await;
             }
             let authz = self.auth.header_for(scope);
             let had_auth = authz.is_some();
-            let resp = self
-                .send(what, method.clone(), url.clone(), headers.clone(), authz)
-                .await?;
+            let request = Request::new(method.clone(), url.clone())
+                .headers(headers.clone())
+                .authorization(authz);
+            let resp = self.send(what, request).await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -376,39 +307,29 @@ impl RegistryClient {
                 .filter_map(|v| v.to_str().ok().map(str::to_string))
                 .collect();
             let challenges = parse_challenges(values.iter().map(String::as_str));
-            let body = read_limited(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
-            let detail = error_summary(&body);
+            let detail = error_detail(resp, &self.login).await;
             if answered {
-                return Err(RegistryError::Auth {
+                return Err(auth_err(AuthError::Rejected {
                     host: self.login.clone(),
-                    source: AuthError::Rejected {
-                        host: self.login.clone(),
-                        what: what.to_string(),
-                        detail,
-                    },
-                });
+                    what: what.to_string(),
+                    detail,
+                }));
             }
             let Some(challenge) = preferred(&challenges) else {
-                return Err(RegistryError::Auth {
+                return Err(auth_err(AuthError::NoChallenge {
                     host: self.login.clone(),
-                    source: AuthError::Rejected {
-                        host: self.login.clone(),
-                        what: what.to_string(),
-                        detail: format!("{detail} (401 without a usable WWW-Authenticate challenge)"),
-                    },
-                });
+                    what: what.to_string(),
+                    detail,
+                }));
             };
             if had_auth {
                 tracing::debug!(host = %self.login, error = ?challenge.error(), "credentials refused, re-authenticating once");
                 self.auth.invalidate(scope);
             }
             self.auth
-                .respond(&self.http, &self.policy, challenge, scope)
+                .respond(&self.transport, challenge, scope)
                 .await
-                .map_err(|source| RegistryError::Auth {
-                    host: self.login.clone(),
-                    source,
-                })?;
+                .map_err(auth_err)?;
             answered = true;
         }
     }
@@ -420,8 +341,7 @@ impl RegistryClient {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let body = read_limited(resp, MAX_ERROR_BYTES).await.unwrap_or_default();
-        let detail = error_summary(&body);
+        let detail = error_detail(resp, &host).await;
         if status == 404 {
             RegistryError::NotFound {
                 what: what.to_string(),
@@ -441,7 +361,7 @@ impl RegistryClient {
 
     /// GET a manifest by tag or digest. Checks: size cap, digest against `expected` (when
     /// pulling by digest) or against `Docker-Content-Digest` (when by tag).
-    pub async fn get_manifest(
+    pub(crate) async fn get_manifest(
         &self,
         repository: &str,
         reference: &str,
@@ -470,21 +390,9 @@ impl RegistryClient {
             })?),
             None => None,
         };
-        let bytes = read_limited(resp, MAX_MANIFEST_BYTES)
+        let bytes = read_limited(resp, &self.login, MAX_MANIFEST_BYTES)
             .await
-            .map_err(|e| match e {
-                LimitedReadError::TooLarge { size } => RegistryError::ManifestTooLarge {
-                    what: what.clone(),
-                    host: self.login.clone(),
-                    size,
-                },
-                LimitedReadError::Transport(source) => RegistryError::Transport {
-                    what: what.clone(),
-                    host: self.login.clone(),
-                    kind: transport_kind(&source),
-                    source,
-                },
-            })?;
+            .map_err(|e| RegistryError::from_transport(&what, e))?;
         let digest = Digest::of(&bytes);
         match (expected, header_digest) {
             (Some(exp), _) if *exp != digest => {
@@ -528,14 +436,11 @@ impl RegistryClient {
             .await?;
         let status = resp.status();
         if status == StatusCode::OK {
-            let media_type = header_str(resp.headers(), header::CONTENT_TYPE)
-                .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
             if let Some(v) = header_str(resp.headers(), "docker-content-digest")
                 && let Ok(digest) = Digest::parse(v.trim())
             {
                 return Ok(ManifestHead {
                     digest,
-                    media_type,
                     via_get: false,
                 });
             }
@@ -545,7 +450,6 @@ impl RegistryClient {
         let m = self.get_manifest(repository, reference, None).await?;
         Ok(ManifestHead {
             digest: m.digest,
-            media_type: Some(m.media_type),
             via_get: true,
         })
     }
@@ -553,7 +457,7 @@ impl RegistryClient {
     /// Open a blob at `offset`: always starts at the login server (so a fresh signed link is
     /// obtained on every (re)open), follows only redirects the policy allows, and sends the
     /// data endpoint no credentials. Returns the response to stream.
-    pub async fn open_blob(
+    pub(crate) async fn open_blob(
         &self,
         repository: &str,
         desc: &Descriptor,
@@ -583,7 +487,8 @@ impl RegistryClient {
             let status = resp.status().as_u16();
             let location = header_str(resp.headers(), header::LOCATION).map(str::to_string);
             match self
-                .policy
+                .transport
+                .policy()
                 .blob_response(&from, status, location.as_deref(), &base, hop)
             {
                 BlobStep::Follow(next) => {
@@ -594,9 +499,8 @@ impl RegistryClient {
                     })?;
                     tracing::debug!(digest = %desc.digest, to = %redact_url(&next), "following blob redirect");
                     // No Authorization, no cookies, no Referer: only Range, Accept-Encoding, User-Agent.
-                    resp = self
-                        .send(&what, Method::GET, next.clone(), headers.clone(), None)
-                        .await?;
+                    let request = Request::new(Method::GET, next.clone()).headers(headers.clone());
+                    resp = self.send(&what, request).await?;
                     from = next_host;
                     base = next;
                 }
@@ -618,6 +522,7 @@ impl RegistryClient {
                         from,
                         content_range,
                         content_length,
+                        what,
                         response: resp,
                     });
                 }
@@ -630,6 +535,7 @@ impl RegistryClient {
                             from,
                             content_range,
                             content_length: None,
+                            what,
                             response: resp,
                         });
                     }
@@ -642,19 +548,4 @@ impl RegistryClient {
 
 fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_summary_is_bounded_and_safe() {
-        let body = br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"},{"code":""}]}"#;
-        assert_eq!(
-            error_summary(body),
-            " (DENIED: requested access to the resource is denied; UNKNOWN)"
-        );
-        assert_eq!(error_summary(b"<html>"), "");
-    }
 }

@@ -48,33 +48,21 @@ pub enum HttpError {
 
 /// Settings for [`build_client`].
 #[derive(Debug, Clone)]
-pub struct HttpSettings {
+pub(crate) struct HttpSettings {
     /// PEM file with the only roots to trust; `None` = the platform's roots.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Host → IP pins (curl's `--resolve`); they never widen the allowlist.
-    pub resolve: BTreeMap<String, IpAddr>,
+    pub(crate) resolve: BTreeMap<String, IpAddr>,
     /// An HTTP CONNECT proxy (`host:port`), if the device must use one.
-    pub proxy: Option<HostPort>,
+    pub(crate) proxy: Option<HostPort>,
     /// TCP+TLS connect timeout.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Longest silence while reading a response before the read fails (not a total timeout).
-    pub idle_read_timeout: Duration,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            ca_file: None,
-            resolve: BTreeMap::new(),
-            proxy: None,
-            connect_timeout: Duration::from_secs(15),
-            idle_read_timeout: Duration::from_secs(60),
-        }
-    }
+    pub(crate) idle_read_timeout: Duration,
 }
 
 /// The `User-Agent` edgepull sends.
-pub const USER_AGENT: &str = concat!("edgepull/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("edgepull/", env!("CARGO_PKG_VERSION"));
 
 /// Install ring as rustls' process-wide provider (idempotent). reqwest 0.13 with
 /// `rustls-no-provider` panics at client build time without it.
@@ -83,7 +71,7 @@ pub fn install_crypto_provider() {
 }
 
 /// Build the client. Every name it resolves must pass `policy.may_connect` on some port.
-pub fn build_client(
+pub(crate) fn build_client(
     settings: &HttpSettings,
     policy: Arc<EgressPolicy>,
 ) -> Result<reqwest::Client, HttpError> {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use edgepull::app::SetupError;
 use edgepull::config::Config;
 use edgepull::progress::Silent;
 use edgepull::pull::{PullError, PullReport, Puller};
@@ -65,12 +66,12 @@ impl Env {
             .unwrap_or_else(|e| panic!("puller: {}", edgepull::error_chain(&e)))
     }
 
-    pub(crate) fn try_puller(&self) -> Result<Puller, PullError> {
+    pub(crate) fn try_puller(&self) -> Result<Puller, SetupError> {
         let cfg = self.config();
         let store = rt()
             .block_on(Store::open(&cfg.store.path, Duration::from_secs(5)))
             .expect("open store");
-        let mut p = Puller::from_config(&cfg, store, Arc::new(Silent))?;
+        let mut p = edgepull::app::puller_blocking(&cfg, store, Arc::new(Silent))?;
         p.set_retry(fast_retry());
         Ok(p)
     }

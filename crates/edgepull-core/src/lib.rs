@@ -2,9 +2,10 @@
 //!
 //! Owns: the OCI types ([`oci`]), host names and ACR host shapes ([`hostport`], [`acr`]),
 //! the egress allowlist and redirect policy with URL redaction ([`egress`]), the
-//! `WWW-Authenticate` parser ([`challenge`]), `Content-Range` and resume decisions
-//! ([`resume`]), the retry/backoff policy ([`retry`]), the daemon's schedule decisions
-//! ([`schedule`]) and the content store's garbage-collection decisions ([`gc`]).
+//! `WWW-Authenticate` parser ([`challenge`]), the token endpoint's reply ([`token`]),
+//! `Content-Range` and resume decisions ([`resume`]), the retry/backoff policy ([`retry`]),
+//! the daemon's schedule decisions ([`schedule`]) and the content store's
+//! garbage-collection decisions ([`gc`]).
 //!
 //! Must never: do IO (files, sockets, clocks read behind the caller's back: time is always
 //! passed in), depend on an async runtime, an HTTP client or a TLS stack. Everything here is
@@ -21,3 +22,4 @@ pub mod oci;
 pub mod resume;
 pub mod retry;
 pub mod schedule;
+pub mod token;

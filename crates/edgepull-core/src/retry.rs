@@ -1,8 +1,11 @@
-//! The retry planner: after a failed blob attempt, wait how long, or give up.
+//! The retry planner: after a failed attempt, wait how long, or give up.
 //!
-//! Owns: which failures are transient, exponential backoff with equal jitter, `Retry-After`
-//! as a floor, the attempt budget and its reset on progress. Sans-IO: no clock, no sleep,
-//! no randomness; the caller injects the time (`now`) and a jitter sample in `0..=1`.
+//! Owns: which failures are transient (the one copy of "5xx/408/429 is transient":
+//! [`is_transient_status`]), exponential backoff with equal jitter (the one copy:
+//! [`equal_jitter`], also behind the daemon's [`crate::schedule::Backoff`]), `Retry-After` as
+//! a floor, the attempt budget and its reset on progress ([`RetryState`]). Sans-IO: no
+//! clock, no sleep, no randomness; the caller injects the time (`now`) and a jitter sample
+//! in `0..=1`.
 //!
 //! Must never: retry a permanent failure (4xx other than 408/429, integrity, fatal); wait
 //! longer than the cap; retry at once after a 429.
@@ -66,6 +69,11 @@ pub enum Retryable {
     No,
 }
 
+/// Whether an HTTP status may pass if asked again later: 408, 429 and every 5xx.
+pub fn is_transient_status(code: u16) -> bool {
+    matches!(code, 408 | 429 | 500..=599)
+}
+
 impl Failure {
     /// Classify: transport errors, short bodies, 408, 429 and 502/503/504 are transient;
     /// other 5xx are retried a few times; everything else is permanent.
@@ -76,10 +84,10 @@ impl Failure {
     pub fn retryable(&self) -> Retryable {
         match self {
             Self::Connect | Self::Reset | Self::Stall | Self::ShortBody => Retryable::Yes,
+            Self::Status { code, .. } if !is_transient_status(*code) => Retryable::No,
             Self::Status { code, .. } => match code {
-                408 | 429 | 502 | 503 | 504 => Retryable::Yes,
-                500..=599 => Retryable::AFewTimes(OTHER_5XX_MAX_ATTEMPTS),
-                _ => Retryable::No,
+                500 | 501 | 505..=599 => Retryable::AFewTimes(OTHER_5XX_MAX_ATTEMPTS),
+                _ => Retryable::Yes,
             },
             Self::Integrity | Self::Fatal => Retryable::No,
         }
@@ -160,11 +168,6 @@ impl RetryPolicy {
         self.cap
     }
 
-    /// The attempt budget (`None` = until cancelled).
-    pub fn max_attempts(&self) -> Option<u32> {
-        self.max_attempts
-    }
-
     /// Decide after a failed attempt.
     ///
     /// - `attempt`: failed attempts in a row *before* this one without progress (0 on the
@@ -193,12 +196,8 @@ impl RetryPolicy {
         if limit.is_some_and(|limit| failures >= limit) {
             return Action::GiveUp;
         }
-        let jitter = if jitter.is_nan() {
-            0.0
-        } else {
-            jitter.clamp(0.0, 1.0)
-        };
-        let mut wait = self.backoff(attempt, jitter);
+        let jitter = unit(jitter);
+        let mut wait = equal_jitter(self.base, self.cap, attempt, jitter);
         if let Some(retry_after) = failure.retry_after() {
             let floor = retry_after.min(self.cap);
             let spread = self.base.max(floor / 4);
@@ -206,12 +205,22 @@ impl RetryPolicy {
         }
         Action::RetryAfter(wait.min(self.cap))
     }
+}
 
-    /// Equal jitter over `min(cap, base·2^attempt)`.
-    fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.min(31)).min(self.cap);
-        let half = exp / 2;
-        half + half.mul_f64(jitter)
+/// Equal jitter: `d/2 + jitter·d/2` for `d = min(cap, base·2^attempt)` (a cap below the base
+/// counts as the base). `jitter` is clamped to `0..=1`; NaN counts as 0.
+pub fn equal_jitter(base: Duration, cap: Duration, attempt: u32, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(31)).min(cap.max(base));
+    let half = exp / 2;
+    half + half.mul_f64(unit(jitter))
+}
+
+/// A jitter sample clamped to `0..=1`; NaN counts as 0.
+fn unit(jitter: f64) -> f64 {
+    if jitter.is_nan() {
+        0.0
+    } else {
+        jitter.clamp(0.0, 1.0)
     }
 }
 
@@ -254,12 +263,6 @@ impl RetryState {
     /// All failures recorded, progress or not.
     pub fn failures(&self) -> u64 {
         self.failures
-    }
-
-    /// Whether to log the latest failure: the first 10, then every 10th, so a device
-    /// retrying for days does not fill a small log buffer.
-    pub fn should_log(&self) -> bool {
-        self.failures <= 10 || self.failures.is_multiple_of(10)
     }
 }
 
@@ -306,6 +309,7 @@ mod tests {
             (status(503), true),
             (status(504), true),
             (status(599), true),
+            (status(600), false),
             (status(400), false),
             (status(401), false),
             (status(403), false),
@@ -323,6 +327,55 @@ mod tests {
                 matches!(action, Action::RetryAfter(_)),
                 retries,
                 "{failure:?}: {action:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transient_status_table() {
+        let cases = [
+            (200, false),
+            (307, false),
+            (400, false),
+            (401, false),
+            (404, false),
+            (407, false),
+            (408, true),
+            (416, false),
+            (429, true),
+            (499, false),
+            (500, true),
+            (501, true),
+            (503, true),
+            (599, true),
+            (600, false),
+        ];
+        for (code, want) in cases {
+            assert_eq!(is_transient_status(code), want, "{code}");
+        }
+    }
+
+    #[test]
+    fn equal_jitter_table() {
+        let ms = Duration::from_millis;
+        // (base, cap, attempt, jitter, want)
+        let cases = [
+            (S(1), S(300), 0, 0.0, ms(500)),
+            (S(1), S(300), 0, 1.0, S(1)),
+            (S(1), S(300), 3, 0.5, S(6)),
+            (S(1), S(300), 9, 0.0, S(150)),
+            (S(1), S(300), u32::MAX, 1.0, S(300)),
+            (S(2), S(1), 0, 1.0, S(2)), // a cap below the base waits one base step
+            (S(2), S(1), 5, 0.0, S(1)),
+            (S(1), S(300), 0, -1.0, ms(500)),
+            (S(1), S(300), 0, 9.0, S(1)),
+            (S(1), S(300), 0, f64::NAN, ms(500)),
+        ];
+        for (base, cap, attempt, jitter, want) in cases {
+            assert_eq!(
+                equal_jitter(base, cap, attempt, jitter),
+                want,
+                "{base:?} {cap:?} {attempt} {jitter}"
             );
         }
     }
@@ -467,20 +520,6 @@ mod tests {
         }
         assert_eq!(st.on_failure(&p, &Failure::Stall, false, 0.0), Action::GiveUp);
         assert_eq!(st.failures(), 15);
-    }
-
-    #[test]
-    fn logging_thins_out() {
-        let p = RetryPolicy::forever();
-        let mut st = RetryState::new();
-        let mut logged = Vec::new();
-        for _ in 0..45 {
-            st.on_failure(&p, &Failure::Connect, false, 0.0);
-            if st.should_log() {
-                logged.push(st.failures());
-            }
-        }
-        assert_eq!(logged, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30, 40]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::oci::Digest;
+use crate::retry::equal_jitter;
 
 /// Shortest wait between two checks of one image, whatever the jitter draws.
 pub const MIN_DELAY: Duration = Duration::from_millis(100);
@@ -32,7 +33,7 @@ pub fn poll_delay(interval: Duration, jitter: f64, sample: f64) -> Duration {
 }
 
 /// Consecutive failures of one image and the wait they earn. Never gives up: the wait
-/// grows exponentially (equal jitter, as the blob retry policy) up to the cap and stays
+/// grows exponentially (the blob retry policy's [`equal_jitter`]) up to the cap and stays
 /// there; a success resets it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backoff {
@@ -55,16 +56,8 @@ impl Backoff {
         retry_after: Option<Duration>,
         sample: f64,
     ) -> Duration {
-        let step = self.failures.min(31);
+        let wait = equal_jitter(base, cap, self.failures, sample);
         self.failures = self.failures.saturating_add(1);
-        let sample = if sample.is_nan() {
-            0.0
-        } else {
-            sample.clamp(0.0, 1.0)
-        };
-        let exp = base.saturating_mul(1u32 << step).min(cap.max(base));
-        let half = exp / 2;
-        let wait = half + half.mul_f64(sample);
         match retry_after {
             Some(ra) => wait.max(ra.min(MAX_RETRY_AFTER)),
             None => wait,
