@@ -43,7 +43,7 @@ use serde::Deserialize;
 
 pub use self::daemon::{HooksConfig, Jitter, MetricsConfig, SyncConfig};
 use self::locate::FieldPath;
-pub use self::secret::{Secret, load_secret};
+pub use self::secret::load_secret;
 use edgepull_core::acr::{self, AcrHost, ShowEndpoints};
 use edgepull_core::hostport::{HostPort, HostPortError};
 use edgepull_core::oci::{Platform, Reference};

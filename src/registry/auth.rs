@@ -16,10 +16,10 @@ use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 
-use crate::config::Secret;
 use edgepull_core::challenge::{Challenge, Scheme};
 use edgepull_core::egress::{EgressPolicy, PolicyError};
 use edgepull_core::hostport::HostPort;
+use edgepull_core::secret::Secret;
 
 /// Largest token response read (1 MiB, as containers/image).
 pub const MAX_TOKEN_BYTES: u64 = 1024 * 1024;

@@ -3,8 +3,8 @@
 //! Owns: the OCI types ([`oci`]), host names and ACR host shapes ([`hostport`], [`acr`]),
 //! the egress allowlist and redirect policy with URL redaction ([`egress`]), the
 //! `WWW-Authenticate` parser ([`challenge`]), `Content-Range` and resume decisions
-//! ([`resume`]), the retry/backoff policy ([`retry`]) and the daemon's schedule decisions
-//! ([`schedule`]).
+//! ([`resume`]), the retry/backoff policy ([`retry`]), the daemon's schedule decisions
+//! ([`schedule`]) and the redacted [`secret::Secret`] credentials travel in.
 //!
 //! Must never: do IO (files, sockets, clocks read behind the caller's back: time is always
 //! passed in), depend on an async runtime, an HTTP client or a TLS stack. Everything here is
@@ -20,3 +20,4 @@ pub mod oci;
 pub mod resume;
 pub mod retry;
 pub mod schedule;
+pub mod secret;
