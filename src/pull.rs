@@ -11,14 +11,14 @@ use std::sync::Arc;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AuthConfig, BlobSourceConfig, Config, ConfigError, load_secret};
+use crate::config::{AuthConfig, Config, ConfigError, load_secret};
 use crate::fetch::{FetchError, FetchStats, Fetcher};
 use crate::progress::Progress;
 use crate::registry::auth::Credentials;
 use crate::registry::client::{RegistryClient, RegistryError};
 use crate::registry::http::{HttpError, HttpSettings, build_client};
 use crate::store::{Store, StoreError};
-use edgepull_core::egress::{BlobSource, EgressPolicy, PolicyError};
+use edgepull_core::egress::{EgressPolicy, PolicyError};
 use edgepull_core::oci::manifest::{MAX_CONFIG_BYTES, OCI_MANIFEST};
 use edgepull_core::oci::platform::select;
 use edgepull_core::oci::{Descriptor, Digest, Document, Platform, Reference};
@@ -170,15 +170,11 @@ pub struct PullReport {
 /// Build the egress policy a config describes.
 pub fn policy_from_config(cfg: &Config) -> Result<EgressPolicy, PolicyError> {
     let r = &cfg.registry;
-    let source = match r.blob_source {
-        BlobSourceConfig::DataEndpoint => BlobSource::DataEndpoint,
-        BlobSourceConfig::Registry => BlobSource::Registry,
-    };
     let policy = EgressPolicy::new(
         r.login_server.clone(),
         r.data_endpoints.clone(),
         r.realm_hosts.clone(),
-        source,
+        r.blob_source,
     )?;
     Ok(match &r.proxy {
         Some(p) => policy.with_proxy(p.clone()),

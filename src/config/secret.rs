@@ -11,7 +11,7 @@ use std::path::Path;
 
 use edgepull_core::secret::Secret;
 
-use super::{ConfigError, ConfigNote};
+use super::error::{ConfigError, ConfigNote};
 
 /// Largest secret file read. ACR refresh tokens are a few KiB.
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
@@ -20,7 +20,7 @@ const MAX_SECRET_BYTES: u64 = 64 * 1024;
 /// `\n` or `\r\n` removed. Refuses an empty secret and one with other control characters
 /// (a second line, a stray `\r`), which would corrupt the `Authorization` header or form
 /// body.
-pub fn load_secret(path: &Path) -> Result<Secret, ConfigError> {
+pub(crate) fn load_secret(path: &Path) -> Result<Secret, ConfigError> {
     let fail = |problem: String| ConfigError::Secret {
         file: path.to_path_buf(),
         problem,
