@@ -60,7 +60,7 @@ pub enum ConfigError {
         /// Why it is refused and what is allowed instead.
         allowed: String,
     },
-    /// A secret file could not be used ([`super::load_secret`]).
+    /// A secret file could not be used (`load_secret`).
     #[error("secret file {}: {problem}", file.display())]
     Secret {
         /// The secret file.

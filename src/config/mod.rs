@@ -14,7 +14,7 @@
 //!
 //! IO, all blocking: [`Config::load`] reads the config file, the endpoints file, the
 //! metadata (never the content) of secret files and, when `platform` is absent,
-//! `/proc/cpuinfo`; [`load_secret`] reads a secret file when a credential is needed. Both
+//! `/proc/cpuinfo`; `load_secret` reads a secret file when a credential is needed. Both
 //! stay synchronous: the caller decides where to run them (the daemon uses
 //! `spawn_blocking`).
 //!
@@ -177,8 +177,8 @@ impl Config {
         )
     }
 
-    /// [`Config::allowlist`] as `host:port` lines for a firewall rule set (port always
-    /// written, IPv6 in brackets).
+    /// The allowlist ([`egress::allowlist`]) as `host:port` lines for a firewall rule set
+    /// (port always written, IPv6 in brackets).
     pub fn firewall_lines(&self) -> Vec<String> {
         self.allowlist().iter().map(HostPort::with_port).collect()
     }

@@ -95,7 +95,7 @@ pub(crate) fn is_storage_host(host: &str) -> bool {
 }
 
 /// Why `value` (a `host[:port]` as written) can never be a dedicated data endpoint:
-/// a wildcard, or an Azure Storage host ([`is_storage_host`]). `None` when it is neither.
+/// a wildcard, or an Azure Storage host (`is_storage_host`). `None` when it is neither.
 pub fn storage_or_wildcard(value: &str) -> Option<&'static str> {
     if value.contains('*') {
         return Some("is a wildcard");
