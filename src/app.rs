@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{AuthConfig, BlobSourceConfig, Config, ConfigError, load_secret};
+use crate::config::{AuthConfig, Config, ConfigError, load_secret};
 use crate::exit::Category;
 use crate::fetch::Fetcher;
 use crate::progress::Progress;
@@ -24,7 +24,7 @@ use crate::registry::auth::Credentials;
 use crate::registry::client::RegistryClient;
 use crate::registry::http::{HttpError, HttpSettings, build_client};
 use crate::store::Store;
-use edgepull_core::egress::{BlobSource, EgressPolicy, PolicyError};
+use edgepull_core::egress::{EgressPolicy, PolicyError};
 use edgepull_core::retry::RetryPolicy;
 
 /// Why a puller could not be built from a config.
@@ -109,15 +109,11 @@ fn assemble(cfg: &Config, registry: RegistryClient, store: Store, progress: Arc<
 /// The egress policy a config describes.
 fn policy_from_config(cfg: &Config) -> Result<EgressPolicy, PolicyError> {
     let r = &cfg.registry;
-    let source = match r.blob_source {
-        BlobSourceConfig::DataEndpoint => BlobSource::DataEndpoint,
-        BlobSourceConfig::Registry => BlobSource::Registry,
-    };
     let policy = EgressPolicy::new(
         r.login_server.clone(),
         r.data_endpoints.clone(),
         r.realm_hosts.clone(),
-        source,
+        r.blob_source,
     )?;
     Ok(match &r.proxy {
         Some(p) => policy.with_proxy(p.clone()),

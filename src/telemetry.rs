@@ -15,8 +15,9 @@
 //!
 //! Older events name the image `reference`; it is mapped to `IMAGE_REF` as well. Field
 //! names that would clash with the journal's own (`MESSAGE`, `PRIORITY`, `CODE_*`, ...)
-//! get an `EDGEPULL_` prefix. Secrets never reach an event (they are [`crate::config::Secret`]
-//! and print `[REDACTED]`), and signed URLs are redacted by the registry client.
+//! get an `EDGEPULL_` prefix. Secrets never reach an event (they are
+//! [`edgepull_core::secret::Secret`] and print `[REDACTED]`), and signed URLs are redacted
+//! by the registry client.
 //!
 //! Under systemd, stderr is a stream to journald and `JOURNAL_STREAM` holds its
 //! `device:inode`; when that matches stderr, events are sent to the journal socket with

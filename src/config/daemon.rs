@@ -2,46 +2,62 @@
 //!
 //! Owns: their types, defaults and validation. Same rules as the rest of the config: every
 //! key optional, unknown keys refused, and every error names the file, the field and what
-//! is allowed. Pure apart from what [`super::Config::load`] already reads.
+//! is allowed. Pure; must never run a hook or write the metrics file.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use super::locate::FieldPath;
-use super::{ConfigError, Ctx, StoreConfig, q};
+use super::ctx::{Ctx, Limits, q};
+use super::error::ConfigError;
+use super::images::{MAX_INTERVAL_SECS, MIN_INTERVAL_SECS};
+use super::path::FieldPath;
+use super::raw::{RawHooks, RawMetrics, RawSync};
+use super::store::StoreConfig;
 
 /// Default `sync.interval_secs`: poll every 5 minutes.
-pub const DEFAULT_INTERVAL_SECS: u64 = 300;
+const DEFAULT_INTERVAL_SECS: u64 = 300;
 /// Default `sync.jitter`: each wait is spread by ±20 %.
-pub const DEFAULT_JITTER: f64 = 0.2;
+const DEFAULT_JITTER: f64 = 0.2;
 /// Default `sync.backoff_max_secs`: failures back off up to 15 minutes.
-pub const DEFAULT_BACKOFF_MAX_SECS: u64 = 15 * 60;
+const DEFAULT_BACKOFF_MAX_SECS: u64 = 15 * 60;
 /// Default `hooks.timeout_secs`.
-pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 60;
+const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 60;
 
-const MIN_INTERVAL_SECS: u64 = super::MIN_INTERVAL_SECS;
-const MAX_INTERVAL_SECS: u64 = super::MAX_INTERVAL_SECS;
-const MAX_BACKOFF_SECS: u64 = 24 * 3600;
-const MAX_HOOK_TIMEOUT_SECS: u64 = 3600;
+/// `sync.interval_secs`: the same range as `images[].interval_secs`.
+const INTERVAL_SECS: Limits = Limits {
+    min: MIN_INTERVAL_SECS,
+    max: MAX_INTERVAL_SECS,
+    unit: " seconds (default 300)",
+};
+/// `sync.backoff_max_secs`: up to a day.
+const BACKOFF_MAX_SECS: Limits = Limits {
+    min: 1,
+    max: 24 * 3600,
+    unit: " seconds (default 900)",
+};
+/// `hooks.timeout_secs`: up to an hour.
+const HOOK_TIMEOUT_SECS: Limits = Limits {
+    min: 1,
+    max: 3600,
+    unit: " seconds (default 60)",
+};
 const MAX_HOOK_ARGS: usize = 64;
 
 /// A fraction in `0.0..=1.0` (validated, never NaN).
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
-pub struct Jitter(f64);
+pub(crate) struct Jitter(f64);
 
 // NaN is refused when parsing, so equality is total.
 impl Eq for Jitter {}
 
 impl Jitter {
     /// `value` if it is a fraction in `0.0..=1.0`.
-    pub fn new(value: f64) -> Option<Self> {
+    pub(crate) fn new(value: f64) -> Option<Self> {
         (0.0..=1.0).contains(&value).then_some(Self(value))
     }
 
     /// The fraction.
-    pub fn get(self) -> f64 {
+    pub(crate) fn get(self) -> f64 {
         self.0
     }
 }
@@ -54,13 +70,13 @@ impl Default for Jitter {
 
 /// The `sync` section: how the daemon schedules checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncConfig {
+pub(crate) struct SyncConfig {
     /// Time between checks of an image without its own `interval_secs`.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Each wait is `interval × (1 ± jitter)`, so a fleet does not poll in lockstep.
-    pub jitter: Jitter,
+    pub(crate) jitter: Jitter,
     /// Longest wait after failures (exponential backoff from 1 s, with jitter).
-    pub backoff_max: Duration,
+    pub(crate) backoff_max: Duration,
 }
 
 impl Default for SyncConfig {
@@ -75,11 +91,11 @@ impl Default for SyncConfig {
 
 /// The `hooks` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HooksConfig {
+pub(crate) struct HooksConfig {
     /// Command (argv, no shell) run after an image switched to a new digest.
-    pub on_update: Option<Vec<String>>,
+    pub(crate) on_update: Option<Vec<String>>,
     /// How long a hook may run before it is killed.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Default for HooksConfig {
@@ -93,30 +109,9 @@ impl Default for HooksConfig {
 
 /// The `metrics` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MetricsConfig {
+pub(crate) struct MetricsConfig {
     /// node_exporter textfile (`*.prom`) rewritten atomically after each change.
-    pub textfile: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawSync {
-    interval_secs: Option<u64>,
-    jitter: Option<f64>,
-    backoff_max_secs: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHooks {
-    on_update: Option<Vec<String>>,
-    timeout_secs: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawMetrics {
-    textfile: Option<String>,
+    pub(crate) textfile: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -124,16 +119,7 @@ impl Ctx {
         let at = FieldPath::root().key("sync");
         let default = SyncConfig::default();
         let Some(raw) = raw else { return Ok(default) };
-        let interval = match raw.interval_secs {
-            None => default.interval,
-            Some(n) => Duration::from_secs(self.range(
-                &at.key("interval_secs"),
-                n,
-                MIN_INTERVAL_SECS,
-                MAX_INTERVAL_SECS,
-                " seconds (default 300)",
-            )?),
-        };
+        let interval = self.secs(&at.key("interval_secs"), raw.interval_secs, INTERVAL_SECS)?;
         let jitter = match raw.jitter {
             None => default.jitter,
             Some(j) => Jitter::new(j).ok_or_else(|| {
@@ -144,20 +130,15 @@ impl Ctx {
                 )
             })?,
         };
-        let backoff_max = match raw.backoff_max_secs {
-            None => default.backoff_max,
-            Some(n) => Duration::from_secs(self.range(
-                &at.key("backoff_max_secs"),
-                n,
-                1,
-                MAX_BACKOFF_SECS,
-                " seconds (default 900)",
-            )?),
-        };
+        let backoff_max = self.secs(
+            &at.key("backoff_max_secs"),
+            raw.backoff_max_secs,
+            BACKOFF_MAX_SECS,
+        )?;
         Ok(SyncConfig {
-            interval,
+            interval: interval.unwrap_or(default.interval),
             jitter,
-            backoff_max,
+            backoff_max: backoff_max.unwrap_or(default.backoff_max),
         })
     }
 
@@ -169,17 +150,11 @@ impl Ctx {
             None => None,
             Some(argv) => Some(self.argv(&at.key("on_update"), argv)?),
         };
-        let timeout = match raw.timeout_secs {
-            None => default.timeout,
-            Some(n) => Duration::from_secs(self.range(
-                &at.key("timeout_secs"),
-                n,
-                1,
-                MAX_HOOK_TIMEOUT_SECS,
-                " seconds (default 60)",
-            )?),
-        };
-        Ok(HooksConfig { on_update, timeout })
+        let timeout = self.secs(&at.key("timeout_secs"), raw.timeout_secs, HOOK_TIMEOUT_SECS)?;
+        Ok(HooksConfig {
+            on_update,
+            timeout: timeout.unwrap_or(default.timeout),
+        })
     }
 
     fn argv(&self, field: &FieldPath, argv: Vec<String>) -> Result<Vec<String>, ConfigError> {

@@ -1,52 +1,26 @@
 //! Secrets read from files (systemd `LoadCredential=`), never from the config itself.
 //!
-//! Owns: [`Secret`] (a string whose `Debug` and `Display` never show it), [`load_secret`]
-//! and the permission note for secret files. The config only names the files; they are
-//! read when a credential is needed, so `edgepull` can check a config outside the service,
-//! where `/run/credentials/...` does not exist.
+//! Owns: [`load_secret`] (file IO with size and content checks; it returns core's
+//! redacted [`Secret`]) and the permission note for secret files. The config only names
+//! the files; they are read when a credential is needed, so `edgepull` can check a config
+//! outside the service, where `/run/credentials/...` does not exist. Must never log or
+//! echo a secret. Blocking: the caller decides where to run it.
 
-use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
-use super::{ConfigError, ConfigNote};
+use edgepull_core::secret::Secret;
+
+use super::error::{ConfigError, ConfigNote};
 
 /// Largest secret file read. ACR refresh tokens are a few KiB.
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
-/// A password or token. `Debug` and `Display` print `[REDACTED]`; read it with
-/// [`Secret::expose`] only where it goes on the wire.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret obtained elsewhere (tests, tokens).
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The secret text, for building a request. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
-
-/// Read a secret from `path`: at most 64 KiB of UTF-8, one trailing `\n` or `\r\n`
-/// removed. Refuses an empty secret and one with other control characters (a second
-/// line, a stray `\r`), which would corrupt the `Authorization` header or form body.
-pub fn load_secret(path: &Path) -> Result<Secret, ConfigError> {
+/// Read a secret from `path` (blocking file IO): at most 64 KiB of UTF-8, one trailing
+/// `\n` or `\r\n` removed. Refuses an empty secret and one with other control characters
+/// (a second line, a stray `\r`), which would corrupt the `Authorization` header or form
+/// body.
+pub(crate) fn load_secret(path: &Path) -> Result<Secret, ConfigError> {
     let fail = |problem: String| ConfigError::Secret {
         file: path.to_path_buf(),
         problem,
@@ -84,7 +58,7 @@ pub fn load_secret(path: &Path) -> Result<Secret, ConfigError> {
                 .to_string(),
         ));
     }
-    Ok(Secret(trimmed.to_string()))
+    Ok(Secret::new(trimmed.to_string()))
 }
 
 /// A note when the secret file at `path` exists and can be read by its group or by

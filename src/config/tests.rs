@@ -2,7 +2,10 @@
 //! the field path and the file named in the message.
 
 use super::*;
+use edgepull_core::egress::BlobSource;
 use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::time::Duration;
 
 const FILE: &str = "/etc/edgepull/test-config.json";
 
@@ -85,6 +88,18 @@ fn hp(s: &str) -> HostPort {
     HostPort::parse(s).unwrap()
 }
 
+impl AuthConfig {
+    /// The username each form stands for. Test-only: the product never asks (Basic
+    /// credentials carry their username; a refresh token is exchanged without one).
+    fn username(&self) -> Option<&str> {
+        match self {
+            Self::Anonymous => None,
+            Self::Basic { username, .. } => Some(username),
+            Self::RefreshToken { .. } => Some(auth::REFRESH_TOKEN_USERNAME),
+        }
+    }
+}
+
 // --- defaults and the documented example -------------------------------------------------
 
 #[test]
@@ -102,7 +117,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.registry.ca_file, None);
     assert!(c.registry.resolve.is_empty());
     assert!(c.registry.realm_hosts.is_empty());
-    assert_eq!(c.registry.blob_source, BlobSourceConfig::DataEndpoint);
+    assert_eq!(c.registry.blob_source, BlobSource::DataEndpoint);
     assert_eq!(c.registry.proxy, None);
     assert_eq!(c.store.path, Path::new("/var/lib/edgepull"));
     assert_eq!(c.store.checkpoint_bytes, 4 * 1024 * 1024);
@@ -575,7 +590,7 @@ fn non_acr_login_server_without_data_endpoint() {
         "login_server": "registry.example.test:5000",
         "blob_source": "registry"
     }}));
-    assert_eq!(c.registry.blob_source, BlobSourceConfig::Registry);
+    assert_eq!(c.registry.blob_source, BlobSource::Registry);
     assert!(c.registry.data_endpoints.is_empty());
     assert_eq!(c.registry.data_endpoint_source, None);
     assert_eq!(c.firewall_lines(), vec!["registry.example.test:5000"]);
@@ -825,7 +840,7 @@ fn realm_hosts_are_host_ports_and_join_the_allowlist() {
 #[test]
 fn blob_source_values() {
     let c = ok(&with(|v| v["registry"]["blob_source"] = json!("registry")));
-    assert_eq!(c.registry.blob_source, BlobSourceConfig::Registry);
+    assert_eq!(c.registry.blob_source, BlobSource::Registry);
     // An ACR login server with a region still gets its data endpoint: the login server
     // redirects blob downloads there.
     assert_eq!(
@@ -834,7 +849,7 @@ fn blob_source_values() {
     );
     let e = err(&with(|v| v["registry"]["blob_source"] = json!("storage")));
     assert_invalid(&e, "registry.blob_source", &["\"data-endpoint\"", "\"registry\""]);
-    assert_eq!(BlobSourceConfig::default().as_str(), "data-endpoint");
+    assert_eq!(BlobSource::default().as_str(), "data-endpoint");
 }
 
 #[test]

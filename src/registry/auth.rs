@@ -20,11 +20,11 @@ use reqwest::Method;
 use reqwest::header::HeaderValue;
 
 use super::transport::{Request, Transport, TransportError, error_summary, read_limited};
-use crate::config::Secret;
 use edgepull_core::challenge::{Challenge, Scheme};
 use edgepull_core::egress::PolicyError;
 use edgepull_core::hostport::HostPort;
 use edgepull_core::retry::is_transient_status;
+use edgepull_core::secret::Secret;
 use edgepull_core::token::{TokenReply, TokenReplyError};
 
 /// Largest token response read (1 MiB, as containers/image).

@@ -3,20 +3,13 @@
 //! Owns: telling login servers, regional endpoints, dedicated data endpoints and Azure
 //! Storage hosts apart, for every cloud suffix we know (public, China, US Government), and
 //! the data endpoint name a login server implies for a region
-//! (`<registry>.<region>.data.<suffix>`). Pure; no IO.
+//! (`<registry>.<region>.data.<suffix>`). The config and the egress policy both ask here;
+//! neither keeps its own copy of these shapes. Pure; no IO.
 
 use serde::Deserialize;
 
 /// Registry suffixes of the Azure clouds: public, China, US Government.
 pub const ACR_SUFFIXES: [&str; 3] = ["azurecr.io", "azurecr.cn", "azurecr.us"];
-
-/// Blob storage suffixes of the same clouds. A data endpoint here means the registry has
-/// dedicated data endpoints disabled.
-pub const STORAGE_SUFFIXES: [&str; 3] = [
-    "blob.core.windows.net",
-    "blob.core.chinacloudapi.cn",
-    "blob.core.usgovcloudapi.net",
-];
 
 /// What an ACR host name is, by its shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,18 +84,25 @@ impl<'a> AcrHost<'a> {
     }
 }
 
+/// Whether `host` is an Azure Storage blob host: `[<account>.]blob.core.<cloud>`, e.g.
+/// `acct.blob.core.windows.net` (public), `.blob.core.chinacloudapi.cn` (China),
+/// `.blob.core.usgovcloudapi.net` (US Government), and any other cloud of the same shape.
+/// A data endpoint there means the registry has dedicated data endpoints disabled.
+/// ASCII case and a trailing dot are ignored.
+pub(crate) fn is_storage_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    format!(".{host}").contains(".blob.core.")
+}
+
 /// Why `value` (a `host[:port]` as written) can never be a dedicated data endpoint:
-/// a wildcard, or an Azure Storage host. `None` when it is neither.
+/// a wildcard, or an Azure Storage host (`is_storage_host`). `None` when it is neither.
 pub fn storage_or_wildcard(value: &str) -> Option<&'static str> {
     if value.contains('*') {
         return Some("is a wildcard");
     }
-    let v = value.trim().to_ascii_lowercase();
-    let host = v.split(':').next().unwrap_or_default().trim_end_matches('.');
-    STORAGE_SUFFIXES
-        .iter()
-        .any(|s| host == *s || host.strip_suffix(s).is_some_and(|p| p.ends_with('.')))
-        .then_some("is an Azure Storage host")
+    let v = value.trim();
+    let host = v.split(':').next().unwrap_or_default();
+    is_storage_host(host).then_some("is an Azure Storage host")
 }
 
 /// `az acr show-endpoints` output. Not our format: extra keys are tolerated.
@@ -206,6 +206,28 @@ mod tests {
             "xblob.core.windows.net",
         ] {
             assert_eq!(storage_or_wildcard(ok), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn storage_hosts_by_shape() {
+        for storage in [
+            "acct.blob.core.windows.net",
+            "ACCT.Blob.Core.Windows.Net.",
+            "blob.core.windows.net",
+            "acct.blob.core.chinacloudapi.cn",
+            "acct.blob.core.usgovcloudapi.net",
+            "acct.blob.core.cloudapi.de",
+        ] {
+            assert!(is_storage_host(storage), "{storage}");
+        }
+        for other in [
+            "contoso.eastus.data.azurecr.io",
+            "notblob.core.windows.net",
+            "blob.core",
+            "acct.blob.corex.windows.net",
+        ] {
+            assert!(!is_storage_host(other), "{other}");
         }
     }
 }

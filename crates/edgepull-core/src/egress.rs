@@ -1,9 +1,11 @@
 //! The egress policy: which hosts edgepull may reach, which may receive credentials, and
 //! what to do with each response to a blob request.
 //!
-//! Owns: the host allowlist (login server, token realm hosts, data endpoints, proxy), the
-//! realm check, the blob redirect rules (redirects are followed by hand, never by the HTTP
-//! client) and URL redaction for logs. Pure: no IO, no clock.
+//! Owns: the host allowlist (login server, token realm hosts, data endpoints, proxy; the
+//! config's firewall lines come from [`allowlist`] too), the realm check, the blob redirect
+//! rules (redirects are followed by hand, never by the HTTP client), where blobs may come
+//! from ([`BlobSource`], also the config's `registry.blob_source`) and URL redaction for
+//! logs. ACR host shapes come from [`crate::acr`]. Pure: no IO, no clock.
 //!
 //! Must never: let a blob redirect leave the configured data endpoints; allow credentials
 //! to a data endpoint (when a host is listed both as a data endpoint and as a realm host,
@@ -14,20 +16,42 @@ use std::fmt::Write as _;
 
 use url::Url;
 
+use crate::acr::{self, AcrHost};
 use crate::hostport::HostPort;
 
 /// Most redirects followed for one blob request (login → data endpoint needs one).
 pub const MAX_REDIRECT_HOPS: u8 = 3;
 
-/// Where blob bytes may come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where blob bytes may come from (the config's `registry.blob_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BlobSource {
     /// Only from a data endpoint, after a redirect from the login server (ACR with
     /// dedicated data endpoints). A body from the login server itself is refused.
+    /// `"data-endpoint"`, the default.
+    #[default]
     DataEndpoint,
     /// The login server may serve blobs itself (registries without data endpoints).
-    /// Redirects are still followed only to the configured data endpoints.
+    /// Redirects are still followed only to the configured data endpoints. `"registry"`.
     Registry,
+}
+
+impl BlobSource {
+    /// Every value, in the order the config documents them.
+    const ALL: [Self; 2] = [Self::DataEndpoint, Self::Registry];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DataEndpoint => "data-endpoint",
+            Self::Registry => "registry",
+        }
+    }
+
+    /// The value spelled `value` in the config ([`BlobSource::as_str`]); `None` for any
+    /// other text.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.as_str() == value)
+    }
 }
 
 /// Why the policy refused a configuration, a realm or a blob response.
@@ -38,21 +62,21 @@ pub enum PolicyError {
         "no data endpoint configured for {}: blobs may only be downloaded from a data endpoint; \
          set data_endpoints to the device region's <registry>.<region>.data.azurecr.io, or set \
          blob_source to \"registry\" for a registry without data endpoints",
-        hp(.login)
+        .login.with_port()
     )]
     NoDataEndpoint { login: HostPort },
     /// The login server is also listed as a data endpoint.
     #[error(
         "{} is configured both as the login server and as a data endpoint; credentials are never \
          sent to a data endpoint, so this configuration cannot authenticate: remove it from data_endpoints",
-        hp(.host)
+        .host.with_port()
     )]
     LoginIsDataEndpoint { host: HostPort },
     /// A storage account host configured as a dedicated data endpoint.
     #[error(
         "{} is an Azure Storage host, not a dedicated data endpoint; enable dedicated data endpoints \
          on the registry and configure <registry>.<region>.data.azurecr.io instead",
-        hp(.host)
+        .host.with_port()
     )]
     StorageHostAsDataEndpoint { host: HostPort },
 
@@ -72,23 +96,23 @@ pub enum PolicyError {
     #[error(
         "token realm on {} refused: it carries userinfo (user:password@), which edgepull never \
          sends; fix the registry's token realm",
-        hp(.host)
+        .host.with_port()
     )]
     RealmUserinfo { host: HostPort },
     /// The realm is on a data endpoint.
     #[error(
         "token realm on {} refused: it is a data endpoint, and credentials are never sent to data \
          endpoints; if it really is the token server, remove it from data_endpoints",
-        hp(.host)
+        .host.with_port()
     )]
     RealmOnDataEndpoint { host: HostPort },
     /// The realm is on a host that is neither the login server nor a realm host.
     #[error(
         "token realm on {} refused: credentials go only to {}; add {} to realm_hosts only if you \
          trust it with the registry credentials",
-        hp(.host),
+        .host.with_port(),
         list(.allowed),
-        hp(.host)
+        .host.with_port()
     )]
     RealmHostNotAllowed { host: HostPort, allowed: Vec<HostPort> },
 
@@ -96,21 +120,21 @@ pub enum PolicyError {
     #[error(
         "HTTP {status} redirect from {} has no Location header; the blob request cannot continue \
          (retry later; if it persists, report it to the registry operator)",
-        hp(.from)
+        .from.with_port()
     )]
     RedirectWithoutLocation { from: HostPort, status: u16 },
     /// A `Location` that is not a URL, or has no usable host. The value is not shown.
     #[error(
         "redirect from {} refused: its Location is not a valid https URL with a host (value not \
          shown: it may carry a signature)",
-        hp(.from)
+        .from.with_port()
     )]
     BadLocation { from: HostPort },
     /// A redirect to a scheme other than `https`.
     #[error(
         "blob redirect from {} to {scheme}://{} refused: only https is allowed (edgepull never \
          downloads over plain http)",
-        hp(.from),
+        .from.with_port(),
         opt_hp(.to)
     )]
     RedirectNotHttps {
@@ -122,8 +146,8 @@ pub enum PolicyError {
     #[error(
         "blob redirect from {} to {} refused: the Location carries userinfo (user:password@), \
          which edgepull never sends",
-        hp(.from),
-        hp(.to)
+        .from.with_port(),
+        .to.with_port()
     )]
     RedirectUserinfo { from: HostPort, to: HostPort },
     /// A redirect to a host that is not an allowed data endpoint.
@@ -131,10 +155,10 @@ pub enum PolicyError {
         "blob redirect from {} to {} refused: only {}. If {} is another region's data endpoint, \
          the login server routed this pull to another replica: use the device region's login \
          endpoint (<registry>.<region>.geo.azurecr.io); otherwise check data_endpoints in the config",
-        hp(.from),
-        hp(.to),
+        .from.with_port(),
+        .to.with_port(),
         allowed_phrase(.allowed),
-        hp(.to)
+        .to.with_port()
     )]
     RedirectHostNotAllowed {
         from: HostPort,
@@ -145,7 +169,7 @@ pub enum PolicyError {
     #[error(
         "blob redirect from {} refused: already followed {max} redirects for this blob; the \
          registry or data endpoint is looping (retry later or report it to the registry operator)",
-        hp(.from)
+        .from.with_port()
     )]
     TooManyRedirects { from: HostPort, max: u8 },
     /// A blob body from the login server while the policy requires a data endpoint.
@@ -153,7 +177,7 @@ pub enum PolicyError {
         "blob body from the login server {} (HTTP {status}) refused: downloads must come from {}; \
          enable dedicated data endpoints on the registry, or set blob_source to \"registry\" if \
          this registry serves blobs itself",
-        hp(.host),
+        .host.with_port(),
         list(.allowed)
     )]
     BodyFromLoginServer {
@@ -165,7 +189,7 @@ pub enum PolicyError {
     #[error(
         "blob response from {} refused: it is neither the login server nor an allowed data \
          endpoint (this is a bug: the request should never have been sent there)",
-        hp(.host)
+        .host.with_port()
     )]
     UnexpectedResponder { host: HostPort },
     /// A request URL without a host.
@@ -175,14 +199,14 @@ pub enum PolicyError {
     /// realm checks should have refused it earlier).
     #[error(
         "refusing to connect to {}: it is not in the egress allowlist ({})",
-        hp(.host),
+        .host.with_port(),
         list(.allowed)
     )]
     HostNotAllowed { host: HostPort, allowed: Vec<HostPort> },
     /// Credentials were about to go to a host that may not receive them.
     #[error(
         "refusing to send credentials to {}: only the login server and the token realm receive them",
-        hp(.host)
+        .host.with_port()
     )]
     CredentialsRefused { host: HostPort },
 }
@@ -228,7 +252,7 @@ impl EgressPolicy {
             if data_endpoints.is_empty() {
                 return Err(PolicyError::NoDataEndpoint { login });
             }
-            if let Some(h) = data_endpoints.iter().find(|h| is_storage_host(h)) {
+            if let Some(h) = data_endpoints.iter().find(|h| acr::is_storage_host(h.host())) {
                 return Err(PolicyError::StorageHostAsDataEndpoint { host: h.clone() });
             }
         }
@@ -255,26 +279,19 @@ impl EgressPolicy {
         &self.login
     }
 
-    /// The allowed data endpoints.
-    pub fn data_endpoints(&self) -> &[HostPort] {
-        &self.data_endpoints
-    }
-
     /// Where blob bytes may come from.
     pub fn blob_source(&self) -> BlobSource {
         self.blob_source
     }
 
-    /// Every host edgepull may connect to: login server, realm hosts, data endpoints, proxy.
-    /// Without duplicates, in that order.
+    /// Every host edgepull may connect to ([`allowlist`] of this policy's hosts).
     pub fn allowlist(&self) -> Vec<HostPort> {
-        let all = std::iter::once(&self.login)
-            .chain(&self.realm_hosts)
-            .chain(&self.data_endpoints)
-            .chain(&self.proxy)
-            .cloned()
-            .collect();
-        dedup(all)
+        allowlist(
+            &self.login,
+            &self.realm_hosts,
+            &self.data_endpoints,
+            self.proxy.as_ref(),
+        )
     }
 
     /// Whether a connection to `hp` is allowed.
@@ -408,6 +425,24 @@ impl EgressPolicy {
     }
 }
 
+/// Every host edgepull may connect to: login server, realm hosts, data endpoints, proxy;
+/// without duplicates, in that order. [`EgressPolicy::allowlist`] and the config's firewall
+/// lines both come from here.
+pub fn allowlist(
+    login: &HostPort,
+    realm_hosts: &[HostPort],
+    data_endpoints: &[HostPort],
+    proxy: Option<&HostPort>,
+) -> Vec<HostPort> {
+    let all = std::iter::once(login)
+        .chain(realm_hosts)
+        .chain(data_endpoints)
+        .chain(proxy)
+        .cloned()
+        .collect();
+    dedup(all)
+}
+
 /// A URL safe to log: `scheme://host:port/path?name=REDACTED&...`, with no userinfo and no
 /// fragment. Every query value is replaced (a bare `?value` becomes `?REDACTED`).
 pub fn redact_url(url: &Url) -> String {
@@ -446,10 +481,6 @@ fn short_scheme(url: &Url) -> String {
     url.scheme().chars().take(16).collect()
 }
 
-fn is_storage_host(hp: &HostPort) -> bool {
-    format!(".{}", hp.host()).contains(".blob.core.")
-}
-
 fn dedup(hosts: Vec<HostPort>) -> Vec<HostPort> {
     let mut out: Vec<HostPort> = Vec::with_capacity(hosts.len());
     for h in hosts {
@@ -460,33 +491,18 @@ fn dedup(hosts: Vec<HostPort>) -> Vec<HostPort> {
     out
 }
 
-/// `host:port`, always with the port (IPv6 in brackets).
-fn hp(h: &HostPort) -> String {
-    if h.host().contains(':') {
-        format!("[{}]:{}", h.host(), h.port())
-    } else {
-        format!("{}:{}", h.host(), h.port())
-    }
-}
-
 fn opt_hp(h: &Option<HostPort>) -> String {
-    h.as_ref().map_or_else(|| "(no host)".to_string(), hp)
+    h.as_ref()
+        .map_or_else(|| "(no host)".to_string(), HostPort::with_port)
 }
 
-/// The region of an ACR data endpoint (`<registry>.<region>.data.<suffix>`).
-fn data_region(h: &HostPort) -> Option<&str> {
-    let mut labels = h.host().split('.');
-    let (_registry, region, data) = (labels.next()?, labels.next()?, labels.next()?);
-    (data == "data" && labels.next().is_some()).then_some(region)
-}
-
-/// `a:443 (region eastus), b:8443`.
+/// `a:443 (region eastus), b:8443`: the region of each ACR data endpoint.
 fn list(hosts: &[HostPort]) -> String {
     hosts
         .iter()
-        .map(|h| match data_region(h) {
-            Some(region) => format!("{} (region {region})", hp(h)),
-            None => hp(h),
+        .map(|h| match AcrHost::parse(h.host()) {
+            Some(AcrHost::Data { region, .. }) => format!("{} (region {region})", h.with_port()),
+            _ => h.with_port(),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -502,474 +518,4 @@ fn allowed_phrase(hosts: &[HostPort]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LOGIN: &str = "contoso.azurecr.io";
-    const EAST: &str = "contoso.eastus.data.azurecr.io";
-    const REALM_HOST: &str = "auth.contoso.example:8443";
-    const BLOB: &str = "https://contoso.azurecr.io/v2/app/blobs/sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-    fn h(s: &str) -> HostPort {
-        HostPort::parse(s).unwrap()
-    }
-
-    fn policy(source: BlobSource) -> EgressPolicy {
-        EgressPolicy::new(h(LOGIN), vec![h(EAST)], vec![h(REALM_HOST)], source).unwrap()
-    }
-
-    fn base() -> Url {
-        Url::parse(BLOB).unwrap()
-    }
-
-    #[test]
-    fn new_table() {
-        type Check = fn(&Result<EgressPolicy, PolicyError>) -> bool;
-        /// login, data endpoints, realm hosts, blob source, expectation.
-        type Case = (
-            &'static str,
-            Vec<&'static str>,
-            Vec<&'static str>,
-            BlobSource,
-            Check,
-        );
-        let cases: &[Case] = &[
-            (LOGIN, vec![EAST], vec![], BlobSource::DataEndpoint, |r| r.is_ok()),
-            (LOGIN, vec![], vec![], BlobSource::Registry, |r| r.is_ok()),
-            (LOGIN, vec![], vec![], BlobSource::DataEndpoint, |r| {
-                matches!(r, Err(PolicyError::NoDataEndpoint { .. }))
-            }),
-            (
-                LOGIN,
-                vec![EAST, "Contoso.AzureCR.io:443"],
-                vec![],
-                BlobSource::DataEndpoint,
-                |r| matches!(r, Err(PolicyError::LoginIsDataEndpoint { .. })),
-            ),
-            (
-                LOGIN,
-                vec!["acct.blob.core.windows.net"],
-                vec![],
-                BlobSource::DataEndpoint,
-                |r| matches!(r, Err(PolicyError::StorageHostAsDataEndpoint { .. })),
-            ),
-            (
-                LOGIN,
-                vec!["acct.blob.core.windows.net"],
-                vec![],
-                BlobSource::Registry,
-                |r| r.is_ok(),
-            ),
-        ];
-        for (login, data, realms, source, check) in cases {
-            let r = EgressPolicy::new(
-                h(login),
-                data.iter().map(|s| h(s)).collect(),
-                realms.iter().map(|s| h(s)).collect(),
-                *source,
-            );
-            assert!(check(&r), "{login} {data:?} {realms:?} {source:?}: {r:?}");
-        }
-    }
-
-    #[test]
-    fn allowlist_is_deduplicated_and_ordered() {
-        let p = EgressPolicy::new(
-            h(LOGIN),
-            vec![
-                h(EAST),
-                h("CONTOSO.eastus.data.azurecr.io:443"),
-                h("contoso.westus.data.azurecr.io"),
-            ],
-            vec![h(REALM_HOST), h(LOGIN), h(REALM_HOST)],
-            BlobSource::DataEndpoint,
-        )
-        .unwrap()
-        .with_proxy(h("proxy.local:3128"));
-        let want: Vec<HostPort> = [
-            LOGIN,
-            REALM_HOST,
-            EAST,
-            "contoso.westus.data.azurecr.io",
-            "proxy.local:3128",
-        ]
-        .iter()
-        .map(|s| h(s))
-        .collect();
-        assert_eq!(p.allowlist(), want);
-        for hp in &want {
-            assert!(p.may_connect(hp), "{hp:?}");
-        }
-        for denied in [
-            "evil.example",
-            "contoso.azurecr.io:444",
-            "acct.blob.core.windows.net",
-        ] {
-            assert!(!p.may_connect(&h(denied)), "{denied}");
-        }
-    }
-
-    #[test]
-    fn credentials_table() {
-        // EAST is also (wrongly) listed as a realm host: the data endpoint wins.
-        let p = EgressPolicy::new(
-            h(LOGIN),
-            vec![h(EAST)],
-            vec![h(REALM_HOST), h(EAST)],
-            BlobSource::DataEndpoint,
-        )
-        .unwrap()
-        .with_proxy(h("proxy.local:3128"));
-        let cases = [
-            (LOGIN, true),
-            ("CONTOSO.AZURECR.IO", true),
-            (REALM_HOST, true),
-            ("auth.contoso.example", false), // port differs
-            (EAST, false),
-            ("proxy.local:3128", false),
-            ("evil.example", false),
-        ];
-        for (host, want) in cases {
-            assert_eq!(p.may_send_credentials(&h(host)), want, "{host}");
-        }
-        assert!(matches!(
-            p.check_realm("https://contoso.eastus.data.azurecr.io/oauth2/token"),
-            Err(PolicyError::RealmOnDataEndpoint { .. })
-        ));
-    }
-
-    #[test]
-    fn realm_table() {
-        type Check = fn(&Result<Url, PolicyError>) -> bool;
-        let p = policy(BlobSource::DataEndpoint);
-        let cases: &[(&str, Check)] = &[
-            ("https://contoso.azurecr.io/oauth2/token", |r| {
-                r.as_ref()
-                    .is_ok_and(|u| u.as_str() == "https://contoso.azurecr.io/oauth2/token")
-            }),
-            ("https://CONTOSO.azurecr.io:443/oauth2/token?x=1#frag", |r| {
-                r.as_ref()
-                    .is_ok_and(|u| u.as_str() == "https://contoso.azurecr.io/oauth2/token?x=1")
-            }),
-            ("https://auth.contoso.example:8443/token", |r| r.is_ok()),
-            ("https://auth.contoso.example/token", |r| {
-                matches!(r, Err(PolicyError::RealmHostNotAllowed { .. }))
-            }),
-            ("https://evil.example/token", |r| {
-                matches!(r, Err(PolicyError::RealmHostNotAllowed { .. }))
-            }),
-            ("http://contoso.azurecr.io/oauth2/token", |r| {
-                matches!(r, Err(PolicyError::RealmNotHttps { .. }))
-            }),
-            ("https://user:pw@contoso.azurecr.io/oauth2/token", |r| {
-                matches!(r, Err(PolicyError::RealmUserinfo { .. }))
-            }),
-            ("https://user@contoso.azurecr.io/oauth2/token", |r| {
-                matches!(r, Err(PolicyError::RealmUserinfo { .. }))
-            }),
-            ("/oauth2/token", |r| {
-                matches!(r, Err(PolicyError::RealmInvalid { .. }))
-            }),
-            ("", |r| matches!(r, Err(PolicyError::RealmInvalid { .. }))),
-            ("Azure Container Registry", |r| {
-                matches!(r, Err(PolicyError::RealmInvalid { .. }))
-            }),
-        ];
-        for (realm, check) in cases {
-            let r = p.check_realm(realm);
-            assert!(check(&r), "{realm:?}: {r:?}");
-        }
-    }
-
-    enum Want {
-        Body,
-        Follow(&'static str),
-        Refuse(fn(&PolicyError) -> bool),
-        NotRedirect,
-    }
-
-    #[test]
-    fn blob_response_table() {
-        use BlobSource::{DataEndpoint as DE, Registry as RG};
-        let sas = "https://contoso.eastus.data.azurecr.io/?t=1&d=sha256:ab&s=SECRET&v=1";
-        /// mode, responder, status, Location, hops so far, expectation.
-        type Case = (BlobSource, &'static str, u16, Option<&'static str>, u8, Want);
-        let cases: &[Case] = &[
-            // login → data endpoint, every redirect status.
-            (DE, LOGIN, 307, Some(sas), 0, Want::Follow(sas)),
-            (DE, LOGIN, 301, Some(sas), 0, Want::Follow(sas)),
-            (DE, LOGIN, 302, Some(sas), 0, Want::Follow(sas)),
-            (DE, LOGIN, 303, Some(sas), 0, Want::Follow(sas)),
-            (DE, LOGIN, 308, Some(sas), 0, Want::Follow(sas)),
-            (RG, LOGIN, 307, Some(sas), 0, Want::Follow(sas)),
-            // Not redirects.
-            (DE, LOGIN, 300, Some(sas), 0, Want::NotRedirect),
-            (DE, LOGIN, 304, Some(sas), 0, Want::NotRedirect),
-            (DE, LOGIN, 401, None, 0, Want::NotRedirect),
-            (DE, EAST, 403, None, 1, Want::NotRedirect),
-            (DE, EAST, 416, None, 1, Want::NotRedirect),
-            (DE, LOGIN, 429, None, 0, Want::NotRedirect),
-            // Upper-case host and explicit :443 accepted; fragment dropped.
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("https://CONTOSO.EastUS.data.azurecr.io:443/?s=x#f"),
-                0,
-                Want::Follow("https://contoso.eastus.data.azurecr.io/?s=x"),
-            ),
-            // Another region, storage, arbitrary host, trailing dot: refused.
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("https://contoso.westus.data.azurecr.io/?s=x"),
-                0,
-                Want::Refuse(
-                    |e| matches!(e, PolicyError::RedirectHostNotAllowed { to, .. } if to.host() == "contoso.westus.data.azurecr.io"),
-                ),
-            ),
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("https://acct.blob.core.windows.net/c/data?sig=x"),
-                0,
-                Want::Refuse(|e| matches!(e, PolicyError::RedirectHostNotAllowed { .. })),
-            ),
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("//evil.example/x"),
-                0,
-                Want::Refuse(
-                    |e| matches!(e, PolicyError::RedirectHostNotAllowed { to, .. } if to.host() == "evil.example"),
-                ),
-            ),
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("https://contoso.eastus.data.azurecr.io./"),
-                0,
-                Want::Refuse(|e| matches!(e, PolicyError::RedirectHostNotAllowed { .. })),
-            ),
-            // Plain http, userinfo, port mismatch.
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("http://contoso.eastus.data.azurecr.io/?s=x"),
-                0,
-                Want::Refuse(
-                    |e| matches!(e, PolicyError::RedirectNotHttps { scheme, .. } if scheme == "http"),
-                ),
-            ),
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("https://u:p@contoso.eastus.data.azurecr.io/"),
-                0,
-                Want::Refuse(|e| matches!(e, PolicyError::RedirectUserinfo { .. })),
-            ),
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("https://contoso.eastus.data.azurecr.io:8443/"),
-                0,
-                Want::Refuse(
-                    |e| matches!(e, PolicyError::RedirectHostNotAllowed { to, .. } if to.port() == 8443),
-                ),
-            ),
-            // Relative Location resolves against the login URL, so it points at the login
-            // server, which is not a data endpoint (in either mode).
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("/v2/app/blobs/other"),
-                0,
-                Want::Refuse(
-                    |e| matches!(e, PolicyError::RedirectHostNotAllowed { to, .. } if to.host() == LOGIN),
-                ),
-            ),
-            (
-                RG,
-                LOGIN,
-                307,
-                Some("/v2/app/blobs/other"),
-                0,
-                Want::Refuse(|e| matches!(e, PolicyError::RedirectHostNotAllowed { .. })),
-            ),
-            // Missing or unusable Location.
-            (
-                DE,
-                LOGIN,
-                307,
-                None,
-                0,
-                Want::Refuse(|e| matches!(e, PolicyError::RedirectWithoutLocation { status: 307, .. })),
-            ),
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("https://"),
-                0,
-                Want::Refuse(|e| matches!(e, PolicyError::BadLocation { .. })),
-            ),
-            (
-                DE,
-                LOGIN,
-                307,
-                Some("https://[::1"),
-                0,
-                Want::Refuse(|e| matches!(e, PolicyError::BadLocation { .. })),
-            ),
-            // Hops: 3 followed is the limit, the 4th is refused.
-            (DE, EAST, 307, Some(sas), 1, Want::Follow(sas)),
-            (DE, EAST, 307, Some(sas), 2, Want::Follow(sas)),
-            (
-                DE,
-                EAST,
-                307,
-                Some(sas),
-                3,
-                Want::Refuse(|e| matches!(e, PolicyError::TooManyRedirects { max: 3, .. })),
-            ),
-            // A data endpoint may redirect only to an allowed data endpoint.
-            (
-                DE,
-                EAST,
-                302,
-                Some(BLOB),
-                1,
-                Want::Refuse(|e| matches!(e, PolicyError::RedirectHostNotAllowed { .. })),
-            ),
-            // Bodies.
-            (DE, EAST, 200, None, 1, Want::Body),
-            (DE, EAST, 206, None, 1, Want::Body),
-            (RG, EAST, 200, None, 1, Want::Body),
-            (
-                DE,
-                LOGIN,
-                200,
-                None,
-                0,
-                Want::Refuse(|e| matches!(e, PolicyError::BodyFromLoginServer { status: 200, .. })),
-            ),
-            (
-                DE,
-                "CONTOSO.AZURECR.IO",
-                206,
-                None,
-                0,
-                Want::Refuse(|e| matches!(e, PolicyError::BodyFromLoginServer { status: 206, .. })),
-            ),
-            (RG, LOGIN, 200, None, 0, Want::Body),
-            (RG, LOGIN, 206, None, 0, Want::Body),
-            // A responder the policy never sends blob requests to.
-            (
-                DE,
-                "evil.example",
-                200,
-                None,
-                1,
-                Want::Refuse(|e| matches!(e, PolicyError::UnexpectedResponder { .. })),
-            ),
-            (
-                DE,
-                REALM_HOST,
-                307,
-                Some(sas),
-                0,
-                Want::Refuse(|e| matches!(e, PolicyError::UnexpectedResponder { .. })),
-            ),
-        ];
-        for (source, from, status, location, hop, want) in cases {
-            let p = policy(*source);
-            let got = p.blob_response(&h(from), *status, *location, &base(), *hop);
-            let ok = match (want, &got) {
-                (Want::Body, BlobStep::Body) | (Want::NotRedirect, BlobStep::NotRedirect) => true,
-                (Want::Follow(u), BlobStep::Follow(g)) => g.as_str() == *u,
-                (Want::Refuse(check), BlobStep::Refuse(e)) => check(e),
-                _ => false,
-            };
-            assert!(ok, "{source:?} {from} {status} {location:?} hop {hop}: {got:?}");
-        }
-    }
-
-    #[test]
-    fn error_messages_name_hosts_and_never_the_query() {
-        let p = policy(BlobSource::DataEndpoint);
-        let step = p.blob_response(
-            &h(LOGIN),
-            307,
-            Some("https://contoso.westus.data.azurecr.io/?t=1&s=TOPSECRET&sig=SIG"),
-            &base(),
-            0,
-        );
-        let BlobStep::Refuse(e) = step else {
-            panic!("{step:?}")
-        };
-        let msg = e.to_string();
-        assert!(
-            msg.contains(
-                "to contoso.westus.data.azurecr.io:443 refused: only \
-                 contoso.eastus.data.azurecr.io:443 (region eastus) is allowed"
-            ),
-            "{msg}"
-        );
-        assert!(msg.contains("from contoso.azurecr.io:443"), "{msg}");
-        assert!(msg.contains(".geo.azurecr.io"), "{msg}");
-        for secret in ["TOPSECRET", "SIG", "?"] {
-            assert!(!msg.contains(secret), "{msg}");
-        }
-        for loc in [
-            "http://x.example/?sig=TOPSECRET",
-            "https://u:TOPSECRET@contoso.eastus.data.azurecr.io/",
-            "https://[::1/?sig=TOPSECRET",
-        ] {
-            let BlobStep::Refuse(e) = p.blob_response(&h(LOGIN), 307, Some(loc), &base(), 0) else {
-                panic!("{loc}")
-            };
-            assert!(!e.to_string().contains("TOPSECRET"), "{e}");
-        }
-        let e = p.check_realm("https://evil.example:444/token").unwrap_err();
-        assert!(e.to_string().contains("evil.example:444"), "{e}");
-        assert!(
-            e.to_string()
-                .contains("contoso.azurecr.io:443, auth.contoso.example:8443"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn redact_url_table() {
-        let cases = [
-            (
-                "https://contoso.eastus.data.azurecr.io/?t=1&h=contoso.azurecr.io&s=abc&v=1",
-                "https://contoso.eastus.data.azurecr.io:443/?t=REDACTED&h=REDACTED&s=REDACTED&v=REDACTED",
-            ),
-            (
-                "https://user:pw@acct.blob.core.windows.net/c//docker/data?se=2026&sig=SeCrEt%3D&sp=r#frag",
-                "https://acct.blob.core.windows.net:443/c//docker/data?se=REDACTED&sig=REDACTED&sp=REDACTED",
-            ),
-            (
-                "https://x.example:8443/v2/?BARETOKEN",
-                "https://x.example:8443/v2/?REDACTED",
-            ),
-            ("https://x.example/v2/", "https://x.example:443/v2/"),
-            ("https://[::1]:5000/a?k=v", "https://[::1]:5000/a?k=REDACTED"),
-            ("data:text/plain,SECRET", "data:REDACTED"),
-        ];
-        for (input, want) in cases {
-            let got = redact_url(&Url::parse(input).unwrap());
-            assert_eq!(got, want, "{input}");
-            assert!(!got.contains("SeCrEt") && !got.contains("pw@") && !got.contains("SECRET"));
-        }
-    }
-}
+mod tests;

@@ -4,6 +4,7 @@
 //! policy uses (ASCII case-insensitive host, port compared, 443 when absent). Must never
 //! accept userinfo, paths, wildcards or empty hosts.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -128,15 +129,25 @@ impl HostPort {
 
     /// `host[:port]` as it goes in a URL (port left out when 443, IPv6 bracketed).
     pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
         if self.port == 443 {
-            host
+            self.bracketed().into_owned()
         } else {
-            format!("{host}:{}", self.port)
+            self.with_port()
+        }
+    }
+
+    /// `host:port` with the port always written (IPv6 bracketed): firewall rules and
+    /// error messages, where a defaulted port would hide what is allowed.
+    pub fn with_port(&self) -> String {
+        format!("{}:{}", self.bracketed(), self.port)
+    }
+
+    /// The host as it goes before `:port`: IPv6 literals in brackets.
+    fn bracketed(&self) -> Cow<'_, str> {
+        if self.host.contains(':') {
+            Cow::Owned(format!("[{}]", self.host))
+        } else {
+            Cow::Borrowed(&self.host)
         }
     }
 }
@@ -215,5 +226,20 @@ mod tests {
             HostPort::parse("x.io:8443").unwrap().https_base(),
             "https://x.io:8443"
         );
+    }
+
+    #[test]
+    fn authority_and_with_port() {
+        let cases = [
+            ("x.io", "x.io", "x.io:443"),
+            ("x.io:8443", "x.io:8443", "x.io:8443"),
+            ("[fd00::1]", "[fd00::1]", "[fd00::1]:443"),
+            ("[fd00::1]:80", "[fd00::1]:80", "[fd00::1]:80"),
+        ];
+        for (input, authority, with_port) in cases {
+            let hp = HostPort::parse(input).unwrap();
+            assert_eq!(hp.authority(), authority, "{input}");
+            assert_eq!(hp.with_port(), with_port, "{input}");
+        }
     }
 }

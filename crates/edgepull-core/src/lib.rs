@@ -5,7 +5,8 @@
 //! `WWW-Authenticate` parser ([`challenge`]), the token endpoint's reply ([`token`]),
 //! `Content-Range` and resume decisions ([`resume`]), the retry/backoff policy ([`retry`]),
 //! the daemon's schedule decisions ([`schedule`]) and the content store's
-//! garbage-collection decisions ([`gc`]).
+//! garbage-collection decisions ([`gc`]), and the redacted [`secret::Secret`] credentials
+//! travel in.
 //!
 //! Must never: do IO (files, sockets, clocks read behind the caller's back: time is always
 //! passed in), depend on an async runtime, an HTTP client or a TLS stack. Everything here is
@@ -22,4 +23,5 @@ pub mod oci;
 pub mod resume;
 pub mod retry;
 pub mod schedule;
+pub mod secret;
 pub mod token;

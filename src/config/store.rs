@@ -1,0 +1,117 @@
+//! The `store` section: where and how the local content store is kept.
+//!
+//! Owns: [`StoreConfig`], its defaults and limits. The checkpoint default is the store's
+//! own ([`edgepull_core::resume::DEFAULT_CHECKPOINT_BYTES`]), never a copy. Pure; must
+//! never touch the store itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use edgepull_core::resume::DEFAULT_CHECKPOINT_BYTES;
+
+use super::ctx::{Ctx, Limits};
+use super::error::ConfigError;
+use super::path::FieldPath;
+use super::raw::RawStore;
+
+/// Default `store.path`.
+const DEFAULT_STORE_PATH: &str = "/var/lib/edgepull";
+/// `store.checkpoint_bytes`: 64 KiB to 1 GiB.
+const CHECKPOINT_BYTES: Limits = Limits {
+    min: 64 * 1024,
+    max: 1024 * 1024 * 1024,
+    unit: " bytes (64 KiB to 1 GiB)",
+};
+/// Default `store.lock_wait_secs`.
+const DEFAULT_LOCK_WAIT_SECS: u64 = 30;
+/// `store.lock_wait_secs`.
+const LOCK_WAIT_SECS: Limits = Limits {
+    min: 0,
+    max: 3600,
+    unit: " seconds",
+};
+/// Default `store.keep_previous`: one older version stays for rollback.
+const DEFAULT_KEEP_PREVIOUS: u32 = 1;
+/// `store.keep_previous`: at most 16.
+const KEEP_PREVIOUS: Limits = Limits {
+    min: 0,
+    max: 16,
+    unit: " older versions per image (0 keeps none: no rollback)",
+};
+/// Default `store.min_free_bytes`: 64 MiB stay free on the store's filesystem.
+const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+/// Default `store.ingest_max_age_secs`: a partial download untouched for 7 days is removed.
+const DEFAULT_INGEST_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
+/// `store.ingest_max_age_secs`: 1 minute to 1 year.
+const INGEST_MAX_AGE_SECS: Limits = Limits {
+    min: 60,
+    max: 365 * 24 * 3600,
+    unit: " seconds (1 minute to 1 year; partial downloads are resumed until then)",
+};
+
+/// The `store` section, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Store root (absolute).
+    pub path: PathBuf,
+    /// Bytes between durable checkpoints of a download (≥ 64 KiB).
+    pub(crate) checkpoint_bytes: u64,
+    /// How long to wait for the store lock held by another process.
+    pub lock_wait: Duration,
+    /// Older versions of each image kept (and referenced in `index.json`) for rollback.
+    pub(crate) keep_previous: u32,
+    /// Bytes that must stay free on the store's filesystem after a download.
+    pub(crate) min_free_bytes: u64,
+    /// Partial downloads not written to for this long are removed.
+    pub ingest_max_age: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from(DEFAULT_STORE_PATH),
+            checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
+            lock_wait: Duration::from_secs(DEFAULT_LOCK_WAIT_SECS),
+            keep_previous: DEFAULT_KEEP_PREVIOUS,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            ingest_max_age: Duration::from_secs(DEFAULT_INGEST_MAX_AGE_SECS),
+        }
+    }
+}
+
+impl Ctx {
+    /// The `store` section; defaults when it is absent.
+    pub(super) fn store(&self, raw: Option<RawStore>) -> Result<StoreConfig, ConfigError> {
+        let at = FieldPath::root().key("store");
+        let Some(raw) = raw else {
+            return Ok(StoreConfig::default());
+        };
+        let default = StoreConfig::default();
+        let path = match raw.path {
+            None => default.path,
+            Some(p) => self.abs_path(&at.key("path"), &p)?,
+        };
+        let checkpoint_bytes = self.number(
+            &at.key("checkpoint_bytes"),
+            raw.checkpoint_bytes,
+            CHECKPOINT_BYTES,
+        )?;
+        let lock_wait = self.secs(&at.key("lock_wait_secs"), raw.lock_wait_secs, LOCK_WAIT_SECS)?;
+        let keep_previous = self.number(&at.key("keep_previous"), raw.keep_previous, KEEP_PREVIOUS)?;
+        let ingest_max_age = self.secs(
+            &at.key("ingest_max_age_secs"),
+            raw.ingest_max_age_secs,
+            INGEST_MAX_AGE_SECS,
+        )?;
+        Ok(StoreConfig {
+            path,
+            checkpoint_bytes: checkpoint_bytes.unwrap_or(default.checkpoint_bytes),
+            lock_wait: lock_wait.unwrap_or(default.lock_wait),
+            keep_previous: keep_previous.map_or(default.keep_previous, |n| {
+                u32::try_from(n).unwrap_or(DEFAULT_KEEP_PREVIOUS)
+            }),
+            min_free_bytes: raw.min_free_bytes.unwrap_or(default.min_free_bytes),
+            ingest_max_age: ingest_max_age.unwrap_or(default.ingest_max_age),
+        })
+    }
+}
