@@ -32,17 +32,50 @@ pub mod store;
 pub mod systemd;
 pub mod telemetry;
 
-/// An error and its causes on one line (`a: b: c`), for logs and retry reasons.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
+use std::error::Error;
+
+/// An error and then each of its causes, outermost first: the one walk of a cause chain.
+pub fn causes<'a>(e: &'a (dyn Error + 'a)) -> impl Iterator<Item = &'a (dyn Error + 'a)> {
+    std::iter::successors(Some(e), |&e: &&'a (dyn Error + 'a)| {
+        e.source().map(|s| s as &'a (dyn Error + 'a))
+    })
+}
+
+/// An error and its causes on one line (`a: b: c`), for logs and retry reasons. A cause
+/// whose text the line already contains (a wrapper that repeats its source) is left out.
+pub fn error_chain(e: &dyn Error) -> String {
+    let mut out = String::new();
+    for (i, cause) in causes(e).enumerate() {
+        let msg = cause.to_string();
+        if i == 0 {
+            out = msg;
+        } else if !out.contains(&msg) {
             out.push_str(": ");
             out.push_str(&msg);
         }
-        cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Chain {
+        #[error("cannot read /x")]
+        Read(#[source] std::io::Error),
+        /// A wrapper whose text repeats its source's.
+        #[error("config: cannot read /x")]
+        Config(#[source] Box<Chain>),
+    }
+
+    #[test]
+    fn causes_walk_outermost_first_and_the_line_skips_repeats() {
+        let e = Chain::Config(Box::new(Chain::Read(std::io::Error::other("gone"))));
+        let all: Vec<String> = causes(&e).map(|c| c.to_string()).collect();
+        assert_eq!(all, ["config: cannot read /x", "cannot read /x", "gone"]);
+        assert_eq!(error_chain(&e), "config: cannot read /x: gone");
+        assert_eq!(error_chain(&std::io::Error::other("alone")), "alone");
+    }
 }

@@ -181,13 +181,7 @@ impl Notifier {
     /// Logs `err` if nothing has been logged yet.
     fn report(&self, err: &NotifyError) {
         if !self.error_logged.swap(true, Ordering::Relaxed) {
-            let mut message = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
+            let message = crate::error_chain(err);
             tracing::warn!("sd_notify: {message} (further notification errors are not logged)");
         }
     }
