@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // `cli::run` installs the daemon's signal handlers before it does anything else.
     match runtime.block_on(cli::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {

@@ -4,7 +4,8 @@
 //! The file is rewritten after every state change (temp file + rename in the same
 //! directory, so a reader sees the old or the new version, never a torn one). It is not
 //! fsynced: it is regenerated at start-up, and flash wear matters more than losing the
-//! last state change on a power cut.
+//! last state change on a power cut. [`write`] and [`read`] block: the daemon calls
+//! `write` only from `spawn_blocking`, never on the runtime.
 
 use std::fmt::Write as _;
 use std::io;
