@@ -31,7 +31,7 @@ use std::time::Duration;
 /// Longest `STATUS=` text sent, in bytes. systemd reads notification datagrams into a
 /// buffer of `PIPE_BUF` (4096) bytes and ignores longer ones; a status line is meant for
 /// one line of `systemctl status` anyway.
-pub const MAX_STATUS_LEN: usize = 1024;
+pub(crate) const MAX_STATUS_LEN: usize = 1024;
 
 /// Why talking to the service manager did not work. Logged (once), never returned.
 #[derive(Debug, thiserror::Error)]
