@@ -1,8 +1,9 @@
 //! Command line: `run`, `status`, `pull`, `endpoints`, `store list|verify|gc`. Turns errors
 //! into exit codes.
 //!
-//! Owns: argument parsing, logging set-up, and human/JSON output. The work itself lives in
-//! the library ([`edgepull::pull`], [`edgepull::store`], [`edgepull::config`]).
+//! Owns: argument parsing, logging set-up, the daemon's signal handlers, and human/JSON
+//! output. The work itself lives in the library ([`edgepull::pull`], [`edgepull::store`],
+//! [`edgepull::config`], [`edgepull::daemon`]); the library never installs a signal handler.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -11,10 +12,14 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use edgepull::config::{Config, default_path};
+use edgepull::daemon::Request;
 use edgepull::exit::Category;
 use edgepull::progress::{Bars, LogLines, Progress};
 use edgepull::store::Store;
+use edgepull_core::hostport::HostPort;
 use edgepull_core::oci::Reference;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
 
 /// Keeps OCI images in sync on edge devices; blobs come only from the region's data endpoint.
 #[derive(Parser, Debug)]
@@ -125,10 +130,73 @@ impl Failure {
     }
 }
 
-/// A plain message as an error.
+/// Why a command refused to start its work (the work's own errors come from the library).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Message(String);
+enum CliError {
+    /// `pull` was given a reference on another registry.
+    #[error(
+        "reference {reference} names registry {registry} but the configured login server is {login_server}; edgepull only pulls from its login server"
+    )]
+    ForeignRegistry {
+        reference: String,
+        registry: HostPort,
+        login_server: HostPort,
+    },
+    /// `pull` without references, and the config lists no images.
+    #[error("nothing to pull: give references or list \"images\" in {}", config.display())]
+    NothingToPull { config: PathBuf },
+    /// The daemon's signal handlers could not be installed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// The daemon's signal handlers. Installed first thing for `run`: until a handler exists,
+/// SIGHUP's default action (terminate) applies, so a reload sent while the service starts
+/// would kill it. Signals that arrive before the daemon is ready wait in the handlers.
+struct DaemonSignals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr1: Signal,
+}
+
+impl DaemonSignals {
+    fn install() -> Result<Self, Failure> {
+        let one = |kind| signal(kind).map_err(|e| Failure::new(Category::Store, CliError::Signals(e)));
+        Ok(Self {
+            term: one(SignalKind::terminate())?,
+            int: one(SignalKind::interrupt())?,
+            hup: one(SignalKind::hangup())?,
+            usr1: one(SignalKind::user_defined1())?,
+        })
+    }
+
+    /// The daemon's shutdown future: forwards SIGHUP as [`Request::Reload`] and SIGUSR1 as
+    /// [`Request::CheckNow`], and completes on SIGTERM or SIGINT.
+    async fn until_stopped(mut self, requests: mpsc::UnboundedSender<Request>) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.term.recv() => {
+                    tracing::info!(signal = "SIGTERM", "stopping");
+                    return;
+                }
+                _ = self.int.recv() => {
+                    tracing::info!(signal = "SIGINT", "stopping");
+                    return;
+                }
+                Some(()) = self.hup.recv() => {
+                    tracing::debug!(signal = "SIGHUP", "reload requested");
+                    let _ = requests.send(Request::Reload);
+                }
+                Some(()) = self.usr1.recv() => {
+                    tracing::debug!(signal = "SIGUSR1", "check requested");
+                    let _ = requests.send(Request::CheckNow);
+                }
+            }
+        }
+    }
+}
 
 fn load_config(cli: &Cli) -> Result<Config, Failure> {
     let path = default_path(cli.config.as_deref());
@@ -147,9 +215,14 @@ async fn open_store(cfg: &Config) -> Result<Store, Failure> {
 
 /// Run the command line; the `Ok` value is the exit code.
 pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
+    // The daemon's signal handlers before anything else, logging included.
+    let signals = match cli.command {
+        Command::Run => Some(DaemonSignals::install()?),
+        _ => None,
+    };
     edgepull::telemetry::init(cli.log_format.into());
     match &cli.command {
-        Command::Run => run_daemon(&cli).await,
+        Command::Run => run_daemon(&cli, signals).await,
         Command::Status { json } => status(&cli, *json),
         Command::Store {
             command: StoreCommand::Gc,
@@ -165,10 +238,16 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-async fn run_daemon(cli: &Cli) -> Result<u8, Failure> {
+/// `edgepull run`: the daemon until SIGTERM or SIGINT (`signals`: installed by [`run`]).
+async fn run_daemon(cli: &Cli, signals: Option<DaemonSignals>) -> Result<u8, Failure> {
+    let signals = match signals {
+        Some(s) => s,
+        None => DaemonSignals::install()?,
+    };
     let path = default_path(cli.config.as_deref());
     let notifier = edgepull::systemd::Notifier::from_env();
-    edgepull::daemon::run(&path, notifier)
+    let (requests, requests_rx) = mpsc::unbounded_channel();
+    edgepull::daemon::run(path, notifier, requests_rx, signals.until_stopped(requests))
         .await
         .map_err(|e| Failure::new(e.category(), e))?;
     Ok(0)
@@ -229,11 +308,11 @@ async fn pull(cli: &Cli, refs: &[String], no_progress: bool) -> Result<u8, Failu
                 if parsed.registry() != &cfg.registry.login_server {
                     return Err(Failure::new(
                         Category::Usage,
-                        Message(format!(
-                            "reference {r} names registry {} but the configured login server is {}; edgepull only pulls from its login server",
-                            parsed.registry(),
-                            cfg.registry.login_server
-                        )),
+                        CliError::ForeignRegistry {
+                            reference: r.clone(),
+                            registry: parsed.registry().clone(),
+                            login_server: cfg.registry.login_server.clone(),
+                        },
                     ));
                 }
                 Ok(parsed)
@@ -243,10 +322,9 @@ async fn pull(cli: &Cli, refs: &[String], no_progress: bool) -> Result<u8, Failu
     if references.is_empty() {
         return Err(Failure::new(
             Category::Usage,
-            Message(format!(
-                "nothing to pull: give references or list \"images\" in {}",
-                cfg.path.display()
-            )),
+            CliError::NothingToPull {
+                config: cfg.path.clone(),
+            },
         ));
     }
     let store = open_store(&cfg).await?;

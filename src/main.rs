@@ -7,13 +7,14 @@ use clap::Parser;
 
 mod cli;
 
-/// Print an error and each cause on its own line.
+/// Print an error and each cause on its own line (the walk is [`edgepull::causes`]).
 fn report(e: &dyn std::error::Error) {
-    eprintln!("error: {e}");
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        eprintln!("  caused by: {s}");
-        cur = s.source();
+    for (i, cause) in edgepull::causes(e).enumerate() {
+        if i == 0 {
+            eprintln!("error: {cause}");
+        } else {
+            eprintln!("  caused by: {cause}");
+        }
     }
 }
 
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // `cli::run` installs the daemon's signal handlers before it does anything else.
     match runtime.block_on(cli::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {

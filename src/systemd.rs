@@ -31,7 +31,7 @@ use std::time::Duration;
 /// Longest `STATUS=` text sent, in bytes. systemd reads notification datagrams into a
 /// buffer of `PIPE_BUF` (4096) bytes and ignores longer ones; a status line is meant for
 /// one line of `systemctl status` anyway.
-pub const MAX_STATUS_LEN: usize = 1024;
+pub(crate) const MAX_STATUS_LEN: usize = 1024;
 
 /// Why talking to the service manager did not work. Logged (once), never returned.
 #[derive(Debug, thiserror::Error)]
@@ -181,13 +181,7 @@ impl Notifier {
     /// Logs `err` if nothing has been logged yet.
     fn report(&self, err: &NotifyError) {
         if !self.error_logged.swap(true, Ordering::Relaxed) {
-            let mut message = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
+            let message = crate::error_chain(err);
             tracing::warn!("sd_notify: {message} (further notification errors are not logged)");
         }
     }

@@ -45,7 +45,7 @@ pub enum LogFormat {
 }
 
 /// The environment variable holding the filter (`info` by default), e.g. `edgepull=debug`.
-pub const FILTER_ENV: &str = "EDGEPULL_LOG";
+pub(crate) const FILTER_ENV: &str = "EDGEPULL_LOG";
 
 /// Install the global subscriber. `Auto` picks the journal when stderr is the journal;
 /// if the journal socket cannot be opened, text on stderr is used (and said so).
@@ -90,7 +90,7 @@ pub fn init(format: LogFormat) {
 
 /// Whether stderr is a stream to journald: `JOURNAL_STREAM` (set by systemd to
 /// `device:inode` of the stream it connected) matches stderr.
-pub fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     let Some(env) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
@@ -101,7 +101,11 @@ pub fn stderr_is_journal() -> bool {
 }
 
 /// Whether a `JOURNAL_STREAM` value names the stream with this device and inode.
-pub fn journal_stream_matches(env: &str, dev: impl std::fmt::Display, ino: impl std::fmt::Display) -> bool {
+pub(crate) fn journal_stream_matches(
+    env: &str,
+    dev: impl std::fmt::Display,
+    ino: impl std::fmt::Display,
+) -> bool {
     let Some((d, i)) = env.trim().split_once(':') else {
         return false;
     };
@@ -122,7 +126,7 @@ const RESERVED: [&str; 8] = [
 
 /// The journal field name for an event field: upper case, `[A-Z0-9_]` only, not starting
 /// with `_` or a digit, at most 64 bytes, not one of the logger's own fields.
-pub fn journal_field_name(field: &str) -> String {
+pub(crate) fn journal_field_name(field: &str) -> String {
     let field = match field {
         "reference" => "image_ref",
         other => other,

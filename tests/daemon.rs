@@ -478,6 +478,51 @@ fn sigusr1_syncs_now_and_sighup_with_a_bad_config_keeps_running() {
     assert!(d.terminate().success());
 }
 
+/// Whether `pid` has a handler for SIGHUP (its `SigCgt` mask in /proc).
+fn catches_sighup(pid: rustix::process::Pid) -> bool {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", pid.as_raw_nonzero())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (rustix::process::Signal::HUP.as_raw() - 1)) != 0)
+}
+
+#[test]
+fn a_sighup_during_start_up_does_not_kill_it_and_reloads_after_ready() {
+    let h = Harness::new(|v, _| v["store"]["lock_wait_secs"] = json!(30));
+    let (v1, _) = h.push("stable", vec![random_bytes(800)]);
+    // This process holds the store lock: the daemon's start-up waits for it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lock = rt
+        .block_on(edgepull::store::Store::open(&h.store(), Duration::from_secs(5)))
+        .unwrap();
+    let mut d = h.start();
+    d.wait("the signal handlers", Duration::from_secs(10), || {
+        catches_sighup(d.pid())
+    });
+    d.signal(rustix::process::Signal::HUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.alive(), "killed by an early SIGHUP\n{}", d.logs());
+    assert_eq!(d.count("READY=1"), 0, "ready while the store was locked");
+    drop(lock);
+    d.wait("READY, then the reload", Duration::from_secs(10), || {
+        let msgs: Vec<String> = d.messages().into_iter().map(|(_, m)| m).collect();
+        let ready = msgs.iter().position(|m| m == "READY=1");
+        let reloading = msgs.iter().position(|m| m.starts_with("RELOADING=1"));
+        let ready_again = msgs.iter().rposition(|m| m == "READY=1");
+        matches!((ready, reloading, ready_again), (Some(a), Some(b), Some(c)) if a < b && b < c)
+    });
+    d.wait("v1 current", Duration::from_secs(10), || {
+        h.current() == Some(v1.to_string())
+    });
+    assert!(d.terminate().success());
+}
+
 #[test]
 fn a_download_that_does_not_fit_the_disk_budget_is_deferred() {
     let h = Harness::new(|v, _| v["store"]["min_free_bytes"] = json!(1u64 << 60));

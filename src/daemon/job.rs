@@ -6,19 +6,29 @@
 //! store already has that digest complete, that is all. Otherwise the manifests are
 //! fetched by digest (so the plan cannot race a tag that moves again), the missing bytes
 //! are checked against the disk budget, and only then are blobs downloaded.
+//!
+//! Never touches the supervisor's state (it only reports), and never blocks the runtime:
+//! every store lookup, `statvfs`, the switch of `index.json` and garbage collection run in
+//! `spawn_blocking`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::{JoinError, spawn_blocking};
 use tokio_util::sync::CancellationToken;
 
 use super::hook::{self, HookEnd, HookEnv};
+use super::status::human_bytes;
 use crate::config::HooksConfig;
 use crate::exit::Category;
-use crate::progress::{FetchStats, Progress};
-use crate::pull::{PullPlan, Puller};
+use crate::progress::FetchStats;
+use crate::progress::Progress;
+use crate::pull::{PullError, PullPlan, Puller};
+use crate::registry::client::RegistryError;
 use crate::store::{Store, StoreError};
 use edgepull_core::oci::manifest::MAX_MANIFEST_BYTES;
 use edgepull_core::oci::{Descriptor, Digest, ImageManifest, Reference};
@@ -41,15 +51,79 @@ pub(crate) enum JobOutcome {
     /// A new or incomplete version was downloaded and recorded.
     Updated(Box<Updated>),
     /// The download does not fit the disk budget; nothing was downloaded.
-    Deferred { message: String },
+    Deferred(Deferral),
     /// The attempt failed.
-    Failed {
-        message: String,
-        retry_after: Option<Duration>,
-        category: Category,
-    },
+    Failed(JobError),
     /// Shutdown.
     Cancelled,
+}
+
+/// Why a sync attempt failed. The text (for logs and `status.json`) is the cause's own:
+/// each variant says which step failed, not how it reads.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JobError {
+    /// Reading what the store holds, its free space, or recording the new version.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The `HEAD` of the manifest.
+    #[error(transparent)]
+    Check(#[from] RegistryError),
+    /// Planning, sizing or downloading the pull.
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    /// A blocking step of the job (a store operation) panicked.
+    #[error(transparent)]
+    Blocking(#[from] JoinError),
+    /// The job's own task panicked or was aborted.
+    #[error("sync task failed")]
+    Task(#[source] JoinError),
+}
+
+impl JobError {
+    /// The failure category (an egress refusal is counted in the metrics).
+    pub(crate) fn category(&self) -> Category {
+        match self {
+            JobError::Check(e) => e.category(),
+            JobError::Pull(e) => e.category(),
+            JobError::Store(_) | JobError::Blocking(_) | JobError::Task(_) => Category::Store,
+        }
+    }
+
+    /// The `Retry-After` the registry sent with the failure: a floor for the backoff.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            JobError::Check(e) => e.failure().retry_after(),
+            JobError::Pull(e) => e.retry_after(),
+            JobError::Store(_) | JobError::Blocking(_) | JobError::Task(_) => None,
+        }
+    }
+}
+
+/// A download that does not fit the disk budget (`store.min_free_bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Deferral {
+    /// Bytes still to download.
+    pub missing: u64,
+    /// The reserve that must stay free.
+    pub min_free: u64,
+    /// Free bytes on the store's filesystem.
+    pub available: u64,
+    /// The store's root.
+    pub store: PathBuf,
+}
+
+impl fmt::Display for Deferral {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "needs {} to download plus {} kept free (store.min_free_bytes), but only {} are free on {}; \
+             free space or lower store.min_free_bytes",
+            human_bytes(self.missing),
+            human_bytes(self.min_free),
+            human_bytes(self.available),
+            self.store.display()
+        )
+    }
 }
 
 /// The details of [`JobOutcome::Updated`].
@@ -87,29 +161,20 @@ impl Job {
         let _ = self.events.send((self.name.clone(), e));
     }
 
-    fn failed(
-        &self,
-        e: &dyn std::error::Error,
-        category: Category,
-        retry_after: Option<Duration>,
-    ) -> JobOutcome {
-        let message = crate::error_chain(e);
-        tracing::warn!(image_ref = %self.name, error = %message, "sync failed");
-        JobOutcome::Failed {
-            message,
-            retry_after,
-            category,
-        }
+    fn failed(&self, e: impl Into<JobError>) -> JobOutcome {
+        let e = e.into();
+        tracing::warn!(image_ref = %self.name, error = %crate::error_chain(&e), "sync failed");
+        JobOutcome::Failed(e)
     }
 
     /// Run the job to its end.
     pub(crate) async fn run(self) -> JobOutcome {
         let store = self.store.clone();
         let name = self.name.clone();
-        let local = match tokio::task::spawn_blocking(move || local_image(&store, &name)).await {
+        let local = match spawn_blocking(move || local_image(&store, &name)).await {
             Ok(Ok(l)) => l,
-            Ok(Err(e)) => return self.failed(&e, e.category(), None),
-            Err(e) => return self.failed(&e, Category::Store, None),
+            Ok(Err(e)) => return self.failed(e),
+            Err(e) => return self.failed(e),
         };
 
         let remote = match self.reference.digest() {
@@ -124,10 +189,7 @@ impl Job {
                 };
                 match head {
                     Ok(h) => h.digest,
-                    Err(e) => {
-                        let ra = e.failure().retry_after();
-                        return self.failed(&e, e.category(), ra);
-                    }
+                    Err(e) => return self.failed(e),
                 }
             }
         };
@@ -141,26 +203,25 @@ impl Job {
         tracing::info!(image_ref = %self.name, digest = %remote, reason = reason.as_str(), "planning pull");
 
         let plan = match self.puller.plan(&self.reference, Some(remote)).await {
-            Ok(p) => p,
+            Ok(p) => Arc::new(p),
             Err(e) if e.is_cancelled() => return JobOutcome::Cancelled,
-            Err(e) => return self.failed(&e, e.category(), e.retry_after()),
+            Err(e) => return self.failed(e),
         };
         let missing = match self.puller.missing(&plan).await {
             Ok(m) => m,
-            Err(e) => return self.failed(&e, e.category(), None),
+            Err(e) => return self.failed(e),
         };
         let root = self.store.root().to_path_buf();
-        let available = match tokio::task::spawn_blocking(move || available_bytes(&root)).await {
+        let available = match spawn_blocking(move || available_bytes(&root)).await {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
-                let e = StoreError::Io {
+                return self.failed(StoreError::Io {
                     op: "statvfs",
                     path: self.store.root().to_path_buf(),
                     source: e,
-                };
-                return self.failed(&e, e.category(), None);
+                });
             }
-            Err(e) => return self.failed(&e, Category::Store, None),
+            Err(e) => return self.failed(e),
         };
         if let Budget::Defer {
             missing,
@@ -168,26 +229,26 @@ impl Job {
             available,
         } = budget(missing.bytes, self.min_free_bytes, available)
         {
-            let message = format!(
-                "needs {} to download plus {} kept free (store.min_free_bytes), but only {} are free on {}; \
-                 free space or lower store.min_free_bytes",
-                super::status::human_bytes(missing),
-                super::status::human_bytes(min_free),
-                super::status::human_bytes(available),
-                self.store.root().display()
-            );
             tracing::warn!(image_ref = %self.name, digest = %remote, missing, min_free, available, "download deferred: not enough disk space");
-            return JobOutcome::Deferred { message };
+            return JobOutcome::Deferred(Deferral {
+                missing,
+                min_free,
+                available,
+                store: self.store.root().to_path_buf(),
+            });
         }
 
-        self.tracker.begin(&plan, &self.store).await;
+        let (tracker, store, blobs) = (self.tracker.clone(), self.store.clone(), plan.blobs.clone());
+        if let Err(e) = spawn_blocking(move || tracker.begin(&blobs, &store)).await {
+            return self.failed(e);
+        }
         self.event(JobEvent::Downloading {
             total: plan.total_bytes(),
         });
         let stats: Vec<FetchStats> = match self.puller.download(&plan).await {
             Ok(s) => s,
             Err(e) if e.is_cancelled() => return JobOutcome::Cancelled,
-            Err(e) => return self.failed(&e, e.category(), e.retry_after()),
+            Err(e) => return self.failed(e),
         };
         let switch = match self
             .store
@@ -200,7 +261,7 @@ impl Job {
             .await
         {
             Ok(s) => s,
-            Err(e) => return self.failed(&e, e.category(), None),
+            Err(e) => return self.failed(e),
         };
         let report = plan.report(&stats);
         tracing::info!(
@@ -271,7 +332,7 @@ impl Job {
                 tracing::warn!(image_ref = %self.name, digest = %digest, program, "update hook killed for shutdown")
             }
             HookEnd::SpawnFailed(e) => {
-                tracing::warn!(image_ref = %self.name, digest = %digest, program, error = %e, "update hook could not run; check hooks.on_update")
+                tracing::warn!(image_ref = %self.name, digest = %digest, program, error = %crate::error_chain(e), "update hook could not run; check hooks.on_update")
             }
         }
         (end, SystemTime::now())
@@ -285,8 +346,7 @@ pub(crate) fn available_bytes(path: &std::path::Path) -> std::io::Result<u64> {
 }
 
 /// What the store has for `name`: the digest a HEAD returns for it, and whether the
-/// manifest and all its blobs are present with the right sizes. Blocking (the store's
-/// `*_blocking` reads): call it from `spawn_blocking`.
+/// manifest and all its blobs are present with the right sizes.
 pub(crate) fn local_image(store: &Store, name: &str) -> Result<Option<Local>, StoreError> {
     let Some(entry) = store.images_blocking()?.into_iter().find(|i| i.ref_name == name) else {
         return Ok(None);
@@ -337,17 +397,13 @@ impl Tracker {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Start tracking `plan`.
-    pub(crate) async fn begin(&self, plan: &PullPlan, store: &Store) {
-        let mut present = Vec::with_capacity(plan.blobs.len());
-        for b in &plan.blobs {
-            present.push(store.has_blob(&b.digest, b.size).await);
-        }
+    /// Start tracking a plan's `blobs`. Blocking: looks each blob up in the store.
+    pub(crate) fn begin(&self, blobs: &[Descriptor], store: &Store) {
         let mut t = self.lock();
         t.blobs.clear();
         t.present = 0;
-        for (b, present) in plan.blobs.iter().zip(present) {
-            if present {
+        for b in blobs {
+            if store.has_blob_blocking(&b.digest, b.size) {
                 t.present += b.size;
             } else {
                 t.blobs.insert(b.digest, (b.size, 0));

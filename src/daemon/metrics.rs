@@ -4,6 +4,7 @@
 //! Owns: the counters and the text exposition format. Counters start at zero when the
 //! daemon starts (Prometheus handles counter resets). The file is replaced atomically
 //! (temp file in the same directory + rename), so the collector never reads half of it.
+//! [`Metrics::write`] blocks: the daemon calls it only from `spawn_blocking`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,7 +12,7 @@ use std::path::Path;
 
 /// Counters of one image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageMetrics {
+pub(crate) struct ImageMetrics {
     /// Blob bytes downloaded and stored.
     pub bytes_downloaded: u64,
     /// Bytes not downloaded again thanks to a checkpoint from an earlier attempt.
@@ -28,7 +29,7 @@ pub struct ImageMetrics {
 
 /// All counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Per image reference.
     pub images: BTreeMap<String, ImageMetrics>,
     /// Requests refused by the egress policy (a host, redirect or realm outside the allowlist).
@@ -42,12 +43,12 @@ fn label(v: &str) -> String {
 
 impl Metrics {
     /// The counters of `reference` (created at zero).
-    pub fn image(&mut self, reference: &str) -> &mut ImageMetrics {
+    pub(crate) fn image(&mut self, reference: &str) -> &mut ImageMetrics {
         self.images.entry(reference.to_string()).or_default()
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let mut family =
             |name: &str, kind: &str, help: &str, value: &dyn Fn(&ImageMetrics) -> Option<String>| {
@@ -106,7 +107,7 @@ impl Metrics {
     }
 
     /// Replace `path` with [`Metrics::render`] atomically.
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+    pub(crate) fn write(&self, path: &Path) -> std::io::Result<()> {
         super::status::replace(path, self.render().as_bytes())
     }
 }

@@ -1,60 +1,78 @@
 //! Daemon mode (`edgepull run`): keep every configured image in sync.
 //!
-//! Owns: start-up order, the supervisor loop, signals, systemd notifications, the
-//! per-image schedule and state, `status.json` and the metrics textfile.
+//! Owns: start-up order, the supervisor loop, systemd notifications, the per-image
+//! schedule and state, `status.json` and the metrics textfile. Never installs a signal
+//! handler (the caller says when to stop, reload or check: [`run`]'s arguments) and never
+//! blocks the runtime (every file read or write runs in `spawn_blocking`).
 //!
-//! Start-up: signal handlers first (an early SIGHUP must not kill the process), then the
-//! config (invalid: exit 78), the store (lock, recovery of temp files and ingests, then
-//! [`Store::repair`] of blobs whose size disagrees with their manifests, and a garbage
-//! collection), then `READY=1`. Every image is checked at once, then every
-//! `interval × (1 ± jitter)`.
+//! Start-up: the config (invalid: exit 78), the store (lock, recovery of temp files and
+//! ingests, then [`Store::repair`](crate::store::Store::repair) of blobs whose size
+//! disagrees with their manifests, and a garbage collection), then `READY=1`. Every image
+//! is checked at once, then every `interval × (1 ± jitter)`. The binary installs its signal
+//! handlers before any of this, so an early SIGHUP cannot kill the process.
 //!
 //! The supervisor is one loop that owns all state (no locks): it starts one sync job at a
-//! time ([`job::Job`], its own task), applies the job's outcome, rewrites `status.json`,
-//! and sends `WATCHDOG=1` from the same loop, so a hung loop stops the pings. One job at
+//! time ([`job::Job`], its own task), applies the job's outcome, sends `STATUS=` and hands
+//! `status.json` to its writer ([`files::Files`], never waited for), and sends
+//! `WATCHDOG=1` from the same loop, so a hung loop stops the pings. One job at
 //! a time keeps the link and the disk budget simple on a small device, and lets garbage
 //! collection run after a switch without racing another download.
 //!
-//! Signals: SIGTERM/SIGINT stop (a running download checkpoints and is resumed at the
-//! next start; the process exits within [`SHUTDOWN_GRACE`] plus a little); SIGHUP reloads
+//! Control: when the shutdown future completes (SIGTERM/SIGINT in the binary) the daemon
+//! stops: a running download checkpoints and is resumed at the next start, and [`run`]
+//! returns within [`SHUTDOWN_GRACE`] plus a little. [`Request::Reload`] (SIGHUP) re-reads
 //! the config (`RELOADING=1` … `READY=1`; an invalid config is refused with a log line and
-//! the running one is kept); SIGUSR1 checks every image now.
+//! the running one is kept); [`Request::CheckNow`] (SIGUSR1) checks every image now.
+//!
+//! In process (tests): `run` works on any runtime. The schedule uses Tokio's clock, so
+//! with paused time `tokio::time::advance` drives it without real waits.
 
-pub mod hook;
+mod files;
+mod hook;
 mod job;
-pub mod metrics;
-
+mod metrics;
+mod setup;
+mod slot;
 pub mod status;
 
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::hook::HookEnd;
-use self::job::{Job, JobEvent, JobOutcome, Tracker};
+use self::files::Files;
+use self::job::{Job, JobError, JobEvent, JobOutcome, Tracker};
 use self::metrics::Metrics;
-use self::status::{HookStatus, ImageStatus, LastError, STATUS_VERSION, Stamp, State, Status};
-use crate::app::SetupError;
-use crate::config::{Config, ConfigError, ImageConfig};
+use self::slot::{Note, Slot};
+use self::status::{STATUS_VERSION, Stamp, State, Status};
+use crate::config::{Config, ConfigError};
 use crate::exit::Category;
 use crate::pull::Puller;
 use crate::store::{Store, StoreError};
 use crate::systemd::Notifier;
-use edgepull_core::oci::Digest;
-use edgepull_core::schedule::{BACKOFF_BASE, Backoff, poll_delay};
+use edgepull_core::schedule::{BACKOFF_BASE, poll_delay};
 
 /// How long shutdown waits for a running job to checkpoint and stop before abandoning it.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// How often download progress is written to `status.json` and `STATUS=`.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Why the daemon could not start.
+/// A request to the running daemon. The binary sends one per SIGHUP and SIGUSR1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Re-read the config (`RELOADING=1` … `READY=1`). An invalid config, or one that
+    /// moves `store.path`, is refused with a log line and the running one is kept.
+    Reload,
+    /// Check every image now, whatever its schedule or backoff.
+    CheckNow,
+}
+
+/// Why the daemon could not start, or why a reload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The config is invalid.
@@ -65,59 +83,27 @@ pub enum DaemonError {
     Store(#[source] StoreError),
     /// The registry client could not be built from the config.
     #[error("cannot set up the registry client")]
-    Setup(#[source] SetupError),
-    /// Signal handlers could not be installed.
-    #[error("cannot install signal handlers")]
-    Signals(#[source] std::io::Error),
+    Setup(#[source] crate::app::SetupError),
+    /// A reload changed `store.path`.
+    #[error(
+        "store.path changed from {} to {}; a running daemon keeps its store: restart the service to move it",
+        from.display(),
+        to.display()
+    )]
+    StoreMoved { from: PathBuf, to: PathBuf },
+    /// A start-up step running off the runtime panicked.
+    #[error("a start-up task failed")]
+    Blocking(#[from] JoinError),
 }
 
 impl DaemonError {
     /// The exit-code category.
     pub fn category(&self) -> Category {
         match self {
-            DaemonError::Config(_) => Category::Config,
+            DaemonError::Config(_) | DaemonError::StoreMoved { .. } => Category::Config,
             DaemonError::Store(e) => e.category(),
+            DaemonError::Blocking(_) => Category::Store,
             DaemonError::Setup(e) => e.category(),
-            DaemonError::Signals(_) => Category::Store,
-        }
-    }
-}
-
-/// One configured image, as the supervisor tracks it.
-struct Slot {
-    image: ImageConfig,
-    name: String,
-    state: State,
-    current: Option<Digest>,
-    previous: Option<Digest>,
-    bytes_done: u64,
-    bytes_total: u64,
-    message: Option<String>,
-    last_success: Option<SystemTime>,
-    last_error: Option<(SystemTime, String)>,
-    last_hook: Option<HookStatus>,
-    checks: u64,
-    backoff: Backoff,
-    next_due: Instant,
-}
-
-impl Slot {
-    fn new(image: ImageConfig, now: Instant) -> Self {
-        Self {
-            name: image.reference.to_string(),
-            image,
-            state: State::Idle,
-            current: None,
-            previous: None,
-            bytes_done: 0,
-            bytes_total: 0,
-            message: None,
-            last_success: None,
-            last_error: None,
-            last_hook: None,
-            checks: 0,
-            backoff: Backoff::default(),
-            next_due: now,
         }
     }
 }
@@ -136,32 +122,33 @@ struct Daemon {
     cancel: CancellationToken,
     slots: Vec<Slot>,
     metrics: Metrics,
-    metrics_written: Option<String>,
+    files: Files,
     running: Option<Running>,
     events_tx: mpsc::UnboundedSender<(String, JobEvent)>,
 }
 
-/// Run the daemon with the config at `config_path` until SIGTERM or SIGINT.
-pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonError> {
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
-
-    let cfg = load_config(config_path.to_path_buf()).await?;
+/// Run the daemon with the config at `config_path` until `shutdown` completes, telling
+/// systemd through `notifier` and serving `requests` (a closed channel is no error: the
+/// daemon runs on without requests). Returns once stopped; errors only at start-up.
+pub async fn run(
+    config_path: PathBuf,
+    notifier: Notifier,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let cfg = setup::load_config(config_path).await?;
     for note in &cfg.notes {
         tracing::warn!(config = %cfg.path.display(), "{note}");
     }
-    let store = open_store(&cfg).await?;
+    let store = setup::open_store(&cfg).await?;
     let cancel = CancellationToken::new();
     let tracker = Arc::new(Tracker::default());
-    let puller = build_puller(&cfg, &store, &tracker, &cancel)
-        .await
-        .map_err(DaemonError::Setup)?;
+    let puller = setup::build_puller(&cfg, &store, &tracker, &cancel).await?;
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let mut d = Daemon {
         slots: cfg.images.iter().map(|i| Slot::new(i.clone(), now)).collect(),
+        files: Files::new(store.root().to_path_buf()),
         cfg,
         store,
         puller,
@@ -169,7 +156,6 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         notifier,
         cancel,
         metrics: Metrics::default(),
-        metrics_written: None,
         running: None,
         events_tx,
     };
@@ -178,6 +164,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         d.metrics.image(&s.name);
     }
     d.publish();
+    d.files.flush().await;
     if d.slots.is_empty() {
         tracing::warn!(config = %d.cfg.path.display(), "no images configured; add \"images\" to the config and reload");
     }
@@ -191,6 +178,8 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     });
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut requests_open = true;
 
     loop {
         if d.running.is_none() {
@@ -200,16 +189,12 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
         let downloading = d.slots.iter().any(|s| s.state == State::Downloading);
         tokio::select! {
             biased;
-            _ = sigterm.recv() => { tracing::info!(signal = "SIGTERM", "stopping"); break; }
-            _ = sigint.recv() => { tracing::info!(signal = "SIGINT", "stopping"); break; }
-            _ = sighup.recv() => d.reload().await,
-            _ = sigusr1.recv() => {
-                tracing::info!(signal = "SIGUSR1", "checking every image now");
-                let now = Instant::now();
-                for s in &mut d.slots {
-                    s.next_due = now;
-                }
-            }
+            () = &mut shutdown => break,
+            request = requests.recv(), if requests_open => match request {
+                Some(Request::Reload) => d.reload().await,
+                Some(Request::CheckNow) => d.check_now(),
+                None => requests_open = false,
+            },
             outcome = async {
                 match d.running.as_mut() {
                     Some(r) => (&mut r.handle).await,
@@ -217,11 +202,7 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
                 }
             } => {
                 let name = d.running.take().map(|r| r.name).unwrap_or_default();
-                let outcome = outcome.unwrap_or_else(|e| JobOutcome::Failed {
-                    message: format!("sync task failed: {e}"),
-                    retry_after: None,
-                    category: Category::Store,
-                });
+                let outcome = outcome.unwrap_or_else(|e| JobOutcome::Failed(JobError::Task(e)));
                 d.finish_job(&name, outcome);
             }
             Some((name, event)) = events_rx.recv() => d.job_event(&name, event),
@@ -252,66 +233,10 @@ pub async fn run(config_path: &Path, notifier: Notifier) -> Result<(), DaemonErr
     Ok(())
 }
 
-async fn load_config(path: PathBuf) -> Result<Config, ConfigError> {
-    tokio::task::spawn_blocking(move || Config::load(&path))
-        .await
-        .unwrap_or_else(|e| {
-            Err(ConfigError::Read {
-                file: PathBuf::new(),
-                error: std::io::Error::other(e),
-            })
-        })
-}
-
-async fn open_store(cfg: &Config) -> Result<Store, DaemonError> {
-    let store = Store::open(&cfg.store.path, cfg.store.lock_wait)
-        .await
-        .map_err(DaemonError::Store)?;
-    let repair = store.repair().await.map_err(DaemonError::Store)?;
-    if !repair.deleted.is_empty() || !repair.dropped_previous.is_empty() {
-        tracing::warn!(
-            blobs = repair.deleted.len(),
-            previous_entries = repair.dropped_previous.len(),
-            "start-up repair removed blobs whose size disagreed with their manifests; they are fetched again"
-        );
-    }
-    let gc = store
-        .gc(&Default::default(), cfg.store.ingest_max_age)
-        .await
-        .map_err(DaemonError::Store)?;
-    if !gc.deleted.is_empty() || !gc.removed_ingests.is_empty() {
-        tracing::info!(
-            blobs = gc.deleted.len(),
-            bytes = gc.freed_bytes,
-            ingests = gc.removed_ingests.len(),
-            "garbage collected at start-up"
-        );
-    }
-    Ok(store)
-}
-
-async fn build_puller(
-    cfg: &Config,
-    store: &Store,
-    tracker: &Arc<Tracker>,
-    cancel: &CancellationToken,
-) -> Result<Arc<Puller>, SetupError> {
-    let mut p = crate::app::puller(cfg, store.clone(), tracker.clone()).await?;
-    // A few quick retries inside one attempt; beyond that the daemon's own backoff
-    // (up to sync.backoff_max_secs) takes over and the next attempt resumes.
-    let retry =
-        edgepull_core::retry::RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(30), Some(4))
-            .unwrap_or_default();
-    p.set_retry(retry);
-    p.set_cancel(cancel.child_token());
-    Ok(Arc::new(p))
-}
-
 impl Daemon {
     /// The current and previous digests recorded in the store.
     async fn load_local_state(&mut self) {
-        let images = self.store.images().await.unwrap_or_default();
-        let previous = self.store.previous_images().await.unwrap_or_default();
+        let (images, previous) = setup::recorded_versions(&self.store).await;
         for s in &mut self.slots {
             s.current = images
                 .iter()
@@ -341,7 +266,7 @@ impl Daemon {
         // Shown until the job reports otherwise; a pinned digest that is complete makes
         // no request at all.
         slot.state = State::Checking;
-        slot.message = None;
+        slot.note = None;
         let job = Job {
             name: slot.name.clone(),
             reference: slot.image.reference.clone(),
@@ -412,7 +337,7 @@ impl Daemon {
         match outcome {
             JobOutcome::Unchanged => {
                 slot.state = State::Idle;
-                slot.message = None;
+                slot.note = None;
                 slot.last_success = Some(now);
                 slot.backoff.reset();
                 slot.next_due = next_poll;
@@ -420,7 +345,7 @@ impl Daemon {
             }
             JobOutcome::Updated(u) => {
                 slot.state = State::Idle;
-                slot.message = None;
+                slot.note = None;
                 slot.current = Some(u.manifest);
                 if u.switched {
                     slot.previous = u.previous.or(slot.previous);
@@ -431,32 +356,31 @@ impl Daemon {
                 slot.backoff.reset();
                 slot.next_due = next_poll;
                 if let Some((end, at)) = u.hook {
-                    slot.last_hook = Some(hook_status(&end, at, &u.manifest));
+                    slot.last_hook = Some(slot::hook_status(&end, at, &u.manifest));
                 }
                 m.pulls_ok += 1;
                 m.last_success = Some(Stamp::of(now).unix);
             }
-            JobOutcome::Deferred { message } => {
+            JobOutcome::Deferred(deferral) => {
                 slot.state = State::Deferred;
-                slot.message = Some(message);
+                slot.note = Some(Note::Deferred(deferral));
                 slot.backoff.reset();
                 slot.next_due = next_poll;
                 m.deferred += 1;
             }
-            JobOutcome::Failed {
-                message,
-                retry_after,
-                category,
-            } => {
-                let wait =
-                    slot.backoff
-                        .on_failure(BACKOFF_BASE, sync.backoff_max, retry_after, rand::random());
+            JobOutcome::Failed(error) => {
+                let wait = slot.backoff.on_failure(
+                    BACKOFF_BASE,
+                    sync.backoff_max,
+                    error.retry_after(),
+                    rand::random(),
+                );
                 slot.state = State::Error;
-                slot.message = Some(format!("retrying in {}", status::human_duration(wait)));
-                slot.last_error = Some((now, message));
+                slot.note = Some(Note::Retrying(wait));
+                refusal = error.category() == Category::Policy;
+                slot.last_error = Some((now, error));
                 slot.next_due = Instant::now() + wait;
                 m.pulls_failed += 1;
-                refusal = category == Category::Policy;
             }
             JobOutcome::Cancelled => {
                 slot.state = State::Idle;
@@ -468,39 +392,44 @@ impl Daemon {
         self.publish();
     }
 
-    /// SIGHUP: re-read the config; keep the running one if the new one is refused.
+    /// [`Request::CheckNow`]: every image is due.
+    fn check_now(&mut self) {
+        tracing::info!("checking every image now");
+        let now = Instant::now();
+        for s in &mut self.slots {
+            s.next_due = now;
+        }
+    }
+
+    /// [`Request::Reload`]: re-read the config; keep the running one if the new one is refused.
     async fn reload(&mut self) {
         self.notifier.reloading();
-        tracing::info!(config = %self.cfg.path.display(), "reloading the config (SIGHUP)");
+        tracing::info!(config = %self.cfg.path.display(), "reloading the config");
         match self.try_reload().await {
             Ok(()) => tracing::info!(images = self.slots.len(), "config reloaded"),
-            Err(reason) => tracing::error!(
+            Err(e) => tracing::error!(
                 config = %self.cfg.path.display(),
-                error = %reason,
+                error = %crate::error_chain(&e),
                 "config reload refused; still running with the previous config"
             ),
         }
         self.publish();
+        self.files.flush().await;
         self.notifier.ready();
     }
 
-    async fn try_reload(&mut self) -> Result<(), String> {
-        let new = load_config(self.cfg.path.clone())
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
+    async fn try_reload(&mut self) -> Result<(), DaemonError> {
+        let new = setup::load_config(self.cfg.path.clone()).await?;
         if new.store.path != self.cfg.store.path {
-            return Err(format!(
-                "store.path changed from {} to {}; a running daemon keeps its store: restart the service to move it",
-                self.cfg.store.path.display(),
-                new.store.path.display()
-            ));
+            return Err(DaemonError::StoreMoved {
+                from: self.cfg.store.path.clone(),
+                to: new.store.path,
+            });
         }
         for note in &new.notes {
             tracing::warn!(config = %new.path.display(), "{note}");
         }
-        let puller = build_puller(&new, &self.store, &self.tracker, &self.cancel)
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
+        let puller = setup::build_puller(&new, &self.store, &self.tracker, &self.cancel).await?;
         let now = Instant::now();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         self.slots = new
@@ -549,27 +478,21 @@ impl Daemon {
             }
         }
         self.publish();
+        self.files.flush().await;
         tracing::info!("edgepull daemon stopped");
     }
 
-    /// Write `status.json`, the metrics textfile (when changed) and `STATUS=`.
+    /// Hand `status.json` and the metrics (when there is a textfile) to the writer, and send
+    /// `STATUS=`. Never waits for the disk ([`Files`]).
     fn publish(&mut self) {
-        let status = self.status();
-        if let Err(e) = status::write(self.store.root(), &status) {
-            tracing::warn!(error = %e, path = %self.store.root().join(status::STATUS_FILE).display(), "cannot write status.json");
-        }
-        if let Some(path) = &self.cfg.metrics.textfile {
-            let text = self.metrics.render();
-            if self.metrics_written.as_deref() != Some(text.as_str()) {
-                match self.metrics.write(path) {
-                    Ok(()) => self.metrics_written = Some(text),
-                    Err(e) => {
-                        tracing::warn!(error = %e, path = %path.display(), "cannot write the metrics textfile")
-                    }
-                }
-            }
-        }
-        self.notifier.status(&self.summary());
+        let metrics = self
+            .cfg
+            .metrics
+            .textfile
+            .clone()
+            .map(|path| (path, self.metrics.clone()));
+        self.files.write(self.status(), metrics);
+        self.notifier.status(&slot::summary(&self.slots));
     }
 
     fn status(&self) -> Status {
@@ -578,86 +501,7 @@ impl Daemon {
             version: STATUS_VERSION,
             pid: std::process::id(),
             updated: Stamp::of(SystemTime::now()),
-            images: self
-                .slots
-                .iter()
-                .map(|s| ImageStatus {
-                    reference: s.name.clone(),
-                    state: s.state,
-                    current_digest: s.current.map(|d| d.to_string()),
-                    previous_digest: s.previous.map(|d| d.to_string()),
-                    bytes_done: s.bytes_done,
-                    bytes_total: s.bytes_total,
-                    message: s.message.clone(),
-                    last_success: s.last_success.map(Stamp::of),
-                    last_error: s.last_error.as_ref().map(|(t, m)| LastError {
-                        when: Stamp::of(*t),
-                        message: m.clone(),
-                    }),
-                    last_hook: s.last_hook.clone(),
-                    checks: s.checks,
-                    consecutive_failures: s.backoff.failures(),
-                    next_check_in_secs: matches!(s.state, State::Idle | State::Deferred | State::Error)
-                        .then(|| s.next_due.saturating_duration_since(now).as_secs()),
-                })
-                .collect(),
+            images: self.slots.iter().map(|s| s.status(now)).collect(),
         }
-    }
-
-    /// One line for `systemctl status`.
-    fn summary(&self) -> String {
-        if self.slots.is_empty() {
-            return "no images configured".to_string();
-        }
-        let mut parts = Vec::new();
-        for state in [
-            State::Downloading,
-            State::Checking,
-            State::Deferred,
-            State::Error,
-            State::Idle,
-        ] {
-            let n = self.slots.iter().filter(|s| s.state == state).count();
-            if n > 0 {
-                parts.push(format!("{n} {}", state.as_str()));
-            }
-        }
-        let mut line = format!("{} image(s): {}", self.slots.len(), parts.join(", "));
-        if let Some(s) = self.slots.iter().find(|s| s.state == State::Downloading) {
-            line.push_str(&format!(
-                "; downloading {} {} of {}",
-                s.name,
-                status::human_bytes(s.bytes_done),
-                status::human_bytes(s.bytes_total)
-            ));
-        } else if let Some((name, (_, m))) = self
-            .slots
-            .iter()
-            .find(|s| s.state == State::Error)
-            .and_then(|s| Some((&s.name, s.last_error.as_ref()?)))
-        {
-            let short: String = m.chars().take(200).collect();
-            line.push_str(&format!("; {name}: {short}"));
-        }
-        line
-    }
-}
-
-fn hook_status(end: &HookEnd, at: SystemTime, digest: &Digest) -> HookStatus {
-    let (exit_code, signal, timed_out, error) = match end {
-        HookEnd::Exited(c) => (Some(*c), None, false, None),
-        HookEnd::Signalled(s) => (None, Some(*s), false, None),
-        HookEnd::TimedOut => (None, None, true, None),
-        HookEnd::Cancelled => (None, None, false, Some("killed for shutdown".to_string())),
-        HookEnd::SpawnFailed(e) => (None, None, false, Some(e.clone())),
-    };
-    HookStatus {
-        when: Stamp::of(at),
-        digest: digest.to_string(),
-        exit_code,
-        signal,
-        timed_out,
-        error,
-        ok: end.ok(),
     }
 }

@@ -4,7 +4,8 @@
 //! The file is rewritten after every state change (temp file + rename in the same
 //! directory, so a reader sees the old or the new version, never a torn one). It is not
 //! fsynced: it is regenerated at start-up, and flash wear matters more than losing the
-//! last state change on a power cut.
+//! last state change on a power cut. [`write`] and [`read`] block: the daemon calls
+//! `write` only from `spawn_blocking`, never on the runtime.
 
 use std::fmt::Write as _;
 use std::io;
@@ -14,9 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// Name of the status file in the store root.
-pub const STATUS_FILE: &str = "status.json";
+pub(crate) const STATUS_FILE: &str = "status.json";
 /// The format version written.
-pub const STATUS_VERSION: u32 = 1;
+pub(crate) const STATUS_VERSION: u32 = 1;
 
 /// One image's sync state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,7 +144,7 @@ pub struct Status {
 }
 
 /// Replace `root/status.json` atomically (temp file + rename, no fsync: see the module docs).
-pub fn write(root: &Path, status: &Status) -> io::Result<()> {
+pub(crate) fn write(root: &Path, status: &Status) -> io::Result<()> {
     let mut body = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
     body.push(b'\n');
     replace(&root.join(STATUS_FILE), &body)
@@ -197,7 +198,7 @@ pub enum StatusReadError {
 }
 
 /// `unix` seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-pub fn rfc3339(unix: u64) -> String {
+pub(crate) fn rfc3339(unix: u64) -> String {
     let days = unix / 86_400;
     let secs = unix % 86_400;
     let (y, m, d) = civil_from_days(days);
@@ -240,7 +241,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// A duration for humans: `45s`, `4m05s`, `2h10m`.
-pub fn human_duration(d: Duration) -> String {
+pub(crate) fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{s}s"),

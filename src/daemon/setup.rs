@@ -1,0 +1,83 @@
+//! The daemon's start-up and reload steps that read or write the disk: the config, the
+//! store (open, recovery, repair, garbage collection), the registry client (it reads the CA
+//! and credential files) and the versions `index.json` records.
+//!
+//! Owns: running each step off the runtime, in `spawn_blocking`. Never keeps state and
+//! never decides anything about the schedule: the supervisor calls these and applies the
+//! results.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::spawn_blocking;
+use tokio_util::sync::CancellationToken;
+
+use super::DaemonError;
+use super::job::Tracker;
+use crate::config::Config;
+use crate::pull::Puller;
+use crate::store::{ImageEntry, PreviousEntry, Store};
+use edgepull_core::retry::RetryPolicy;
+
+/// Read and validate the config at `path`.
+pub(super) async fn load_config(path: std::path::PathBuf) -> Result<Config, DaemonError> {
+    Ok(spawn_blocking(move || Config::load(&path)).await??)
+}
+
+/// Open the store, recover it, repair blobs whose size disagrees with their manifests and
+/// collect garbage: everything before `READY=1`. The store runs each step off the runtime.
+pub(super) async fn open_store(cfg: &Config) -> Result<Store, DaemonError> {
+    let store = Store::open(&cfg.store.path, cfg.store.lock_wait)
+        .await
+        .map_err(DaemonError::Store)?;
+    let repair = store.repair().await.map_err(DaemonError::Store)?;
+    if !repair.deleted.is_empty() || !repair.dropped_previous.is_empty() {
+        tracing::warn!(
+            blobs = repair.deleted.len(),
+            previous_entries = repair.dropped_previous.len(),
+            "start-up repair removed blobs whose size disagreed with their manifests; they are fetched again"
+        );
+    }
+    let gc = store
+        .gc(&Default::default(), cfg.store.ingest_max_age)
+        .await
+        .map_err(DaemonError::Store)?;
+    if !gc.deleted.is_empty() || !gc.removed_ingests.is_empty() {
+        tracing::info!(
+            blobs = gc.deleted.len(),
+            bytes = gc.freed_bytes,
+            ingests = gc.removed_ingests.len(),
+            "garbage collected at start-up"
+        );
+    }
+    Ok(store)
+}
+
+/// The registry client and puller for `cfg`, reporting to `tracker`, stopped by `cancel`.
+/// [`crate::app::puller`] reads the CA and credential files off the runtime.
+pub(super) async fn build_puller(
+    cfg: &Config,
+    store: &Store,
+    tracker: &Arc<Tracker>,
+    cancel: &CancellationToken,
+) -> Result<Arc<Puller>, DaemonError> {
+    let mut p = crate::app::puller(cfg, store.clone(), tracker.clone())
+        .await
+        .map_err(DaemonError::Setup)?;
+    // A few quick retries inside one attempt; beyond that the daemon's own backoff
+    // (up to sync.backoff_max_secs) takes over and the next attempt resumes.
+    let retry =
+        RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(30), Some(4)).unwrap_or_default();
+    p.set_retry(retry);
+    p.set_cancel(cancel.child_token());
+    Ok(Arc::new(p))
+}
+
+/// The images `index.json` records as current, and the older versions it keeps. A store
+/// that cannot be read shows nothing (the next sync reports the error).
+pub(super) async fn recorded_versions(store: &Store) -> (Vec<ImageEntry>, Vec<PreviousEntry>) {
+    (
+        store.images().await.unwrap_or_default(),
+        store.previous_images().await.unwrap_or_default(),
+    )
+}
