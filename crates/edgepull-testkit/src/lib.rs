@@ -39,8 +39,8 @@ use edgepull_core::oci::manifest::{DescriptorPlatform, OCI_INDEX, OCI_MANIFEST};
 use edgepull_core::oci::{Descriptor, Digest, ImageIndex, ImageManifest, Platform};
 
 pub use state::{
-    AUTH_HOST, AuthMode, FakeOptions, Knobs, LOGIN_HOST, REGIONS, RawManifest, RequestRecord, ServerName,
-    TokenField,
+    AUTH_HOST, AuthMode, CertMode, FakeOptions, Knobs, LOGIN_HOST, REGIONS, RawManifest, RequestRecord,
+    ServerName, TokenField,
 };
 use state::{Ports, Shared, data_host, lock};
 
@@ -88,9 +88,20 @@ impl FakeRegistry {
 
     /// Start all servers on a dedicated runtime.
     pub fn try_start(opts: FakeOptions) -> io::Result<Self> {
+        Self::try_start_with_cert(opts, CertMode::Valid)
+    }
+
+    /// [`FakeRegistry::start_blocking`] with servers presenting a `cert` certificate (a
+    /// wrong name, an expired one) signed by the fake's CA.
+    pub fn start_with_cert(opts: FakeOptions, cert: CertMode) -> Self {
+        Self::try_start_with_cert(opts, cert)
+            .unwrap_or_else(|e| panic!("testkit: cannot start the fake registry: {e}"))
+    }
+
+    fn try_start_with_cert(opts: FakeOptions, cert: CertMode) -> io::Result<Self> {
         let mut names: Vec<String> = ServerName::ALL.iter().map(|s| s.host()).collect();
         names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
-        let pki = tls::generate(&names).map_err(io::Error::other)?;
+        let pki = tls::generate(&names, cert).map_err(io::Error::other)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("edgepull-testkit")
