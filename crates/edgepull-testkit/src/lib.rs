@@ -9,8 +9,10 @@
 //! - the data endpoints `contoso.eastus.data.azurecr.test` and `contoso.westus.data.azurecr.test`.
 //!
 //! Clients reach the names by pinning them to [`FakeRegistry::ip`] (the edgepull config's
-//! `resolve` map, or reqwest's `resolve`). [`Knobs`] switch on misbehaviours at runtime, and
-//! [`FakeRegistry::requests`] records what every server saw (auth schemes, never secrets).
+//! `resolve` map, or reqwest's `resolve`). [`Knobs`] switch on misbehaviours at runtime,
+//! [`FakeRegistry::start_with_cert`] makes every server present a certificate for the wrong
+//! name or an expired one ([`CertMode`]), and [`FakeRegistry::requests`] records what every
+//! server saw (auth schemes, never secrets).
 //! Dropping the `FakeRegistry` shuts every server down.
 
 mod body;
