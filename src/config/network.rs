@@ -34,8 +34,16 @@ impl Ctx {
             ));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad(
-                "proxy credentials in the URL are not supported: they would be a secret in the config",
+            // Never echo the credentials: the message goes to the journal.
+            let mut shown = url.clone();
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            let shown = shown.as_str().replacen("://", "://(credentials not shown)@", 1);
+            return Err(self.invalid(
+                field,
+                q(&shown),
+                "proxy credentials in the URL are not supported: they would be a secret in the config; \
+                 expected an HTTP CONNECT proxy as http://host:port, e.g. http://proxy.local:3128",
             ));
         }
         if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {

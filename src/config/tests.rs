@@ -881,7 +881,7 @@ fn proxy_joins_the_allowlist() {
         let e = err(&with(|v| v["registry"]["proxy"] = json!(bad)));
         assert_invalid(&e, "registry.proxy", &[needle]);
         if bad.contains("pw@") {
-            // The value is shown as written: the message must say why instead of hiding it.
+            // The credentials are not shown; the message says why the value is refused.
             assert!(e.to_string().contains("secret"), "{e}");
         }
     }

@@ -1,6 +1,7 @@
 //! `FakeBody`: a response body streamed in chunks from shared `Bytes`, with optional pacing
-//! (`rate_limit`) and a connection cut after N bytes (`cut_after`). It counts the bytes it
-//! hands to hyper so the request log can report them.
+//! (`rate_limit`, `trickle`), a connection cut after N bytes (`cut_after`), a stall after N
+//! bytes (`stall_after`), a clean early end (`short_body`) and chunked framing (no exact
+//! size). It counts the bytes it hands to hyper so the request log can report them.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -27,6 +28,10 @@ pub(crate) struct Shaping {
     pub rate: Option<u64>,
     /// Abort the connection after this many body bytes.
     pub cut_at: Option<u64>,
+    /// Stop sending (keep the connection open, send nothing more) after this many bytes.
+    pub stall_at: Option<u64>,
+    /// End the body cleanly after this many bytes.
+    pub end_at: Option<u64>,
 }
 
 pub(crate) struct FakeBody {
@@ -38,6 +43,7 @@ pub(crate) struct FakeBody {
     started: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
     cutting: bool,
+    chunked: bool,
     counter: Arc<AtomicU64>,
 }
 
@@ -69,8 +75,16 @@ impl FakeBody {
             started: None,
             sleep: None,
             cutting: false,
+            chunked: false,
             counter: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Announce no size, so hyper frames the body chunked (the response must carry no
+    /// `Content-Length`).
+    pub(crate) fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
     }
 
     /// The number of bytes handed to hyper so far (shared, keeps counting).
@@ -101,6 +115,14 @@ impl Body for FakeBody {
                     ))));
                 }
             }
+            if this.shaping.end_at == Some(this.sent) {
+                this.parts.clear();
+                this.remaining = 0;
+            }
+            if this.shaping.stall_at == Some(this.sent) {
+                // Never woken: the body sends nothing more until the client gives up.
+                return Poll::Pending;
+            }
             let Some(front) = this.parts.front_mut() else {
                 return Poll::Ready(None);
             };
@@ -110,9 +132,15 @@ impl Body for FakeBody {
                 continue;
             }
             let mut n = this.chunk.min(front.len());
-            if let Some(cut) = this.shaping.cut_at {
-                // cut > sent here: equality was handled above and sent never passes cut.
-                n = n.min(usize::try_from(cut - this.sent).unwrap_or(usize::MAX));
+            for stop in [this.shaping.cut_at, this.shaping.stall_at, this.shaping.end_at]
+                .into_iter()
+                .flatten()
+            {
+                // stop > sent when it matters: equality was handled above, and sent never
+                // passes a stop.
+                if stop > this.sent {
+                    n = n.min(usize::try_from(stop - this.sent).unwrap_or(usize::MAX));
+                }
             }
             if let Some(rate) = this.shaping.rate {
                 let started = *this.started.get_or_insert_with(Instant::now);
@@ -138,6 +166,10 @@ impl Body for FakeBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        if self.chunked {
+            SizeHint::default()
+        } else {
+            SizeHint::with_exact(self.remaining)
+        }
     }
 }

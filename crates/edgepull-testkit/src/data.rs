@@ -53,10 +53,36 @@ pub(crate) fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>
         }
         link.digest
     };
+    let injected = lock(&shared.knobs).data_fail_next.pop_front();
+    if let Some((status, retry_after)) = injected {
+        return injected_error(status, retry_after);
+    }
     let Some(data) = lock(&shared.content).blobs.get(&digest).cloned() else {
         return storage_error(404, "BlobNotFound", "The specified blob does not exist.");
     };
     serve_blob(shared, &digest, data, req.headers(), head, false)
+}
+
+/// A `data_fail_next` answer: the storage error Azure sends for `status`.
+fn injected_error(status: u16, retry_after: Option<String>) -> Response<FakeBody> {
+    let (code, message) = match status {
+        403 => ("AuthenticationFailed", "Signed expiry time has passed."),
+        404 => ("BlobNotFound", "The specified blob does not exist."),
+        408 => (
+            "OperationTimedOut",
+            "The operation could not be completed within the permitted time.",
+        ),
+        429 | 503 => (
+            "ServerBusy",
+            "The server is currently unable to receive requests.",
+        ),
+        _ => ("InternalError", "The server encountered an internal error."),
+    };
+    let mut resp = storage_error(status, code, message);
+    if let Some(v) = retry_after.and_then(|v| hyper::header::HeaderValue::from_str(&v).ok()) {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 fn denied(message: &str) -> Response<FakeBody> {
@@ -96,11 +122,17 @@ fn parse_range(value: &str) -> Option<(u64, Option<u64>)> {
 /// Take one use of `cut_after`, if armed and the body (`total` bytes) is long enough to be
 /// cut; shorter bodies pass untouched and do not use up the knob.
 fn take_cut(knobs: &mut Knobs, total: u64) -> Option<u64> {
-    let (n, times) = knobs.cut_after?;
-    if n >= total {
+    take_once(&mut knobs.cut_after, Some(total))
+}
+
+/// Take one use of an `(n, times)` knob; with `total`, only for a body longer than `n`
+/// (shorter bodies pass untouched and do not use up the knob).
+fn take_once(slot: &mut Option<(u64, u32)>, total: Option<u64>) -> Option<u64> {
+    let (n, times) = (*slot)?;
+    if total.is_some_and(|total| n >= total) {
         return None;
     }
-    knobs.cut_after = if times > 1 { Some((n, times - 1)) } else { None };
+    *slot = if times > 1 { Some((n, times - 1)) } else { None };
     (times > 0).then_some(n)
 }
 
@@ -115,6 +147,15 @@ pub(crate) fn serve_blob(
 ) -> Response<FakeBody> {
     let size = data.len() as u64;
     let knobs = body_knobs(&lock(&shared.knobs));
+    if header_str(req_headers, &RANGE).is_some()
+        && let Some(status) = lock(&shared.knobs).range_fail_next.pop_front()
+    {
+        let mut headers = vec![(CONTENT_LENGTH, "0".to_string())];
+        if status == 416 {
+            headers.push((CONTENT_RANGE, format!("bytes */{size}")));
+        }
+        return respond(status, &headers, FakeBody::empty());
+    }
     let range = if knobs.ignore_range {
         None
     } else {
@@ -146,7 +187,9 @@ pub(crate) fn serve_blob(
                 (true, 0) => 1,
                 (true, _) => 0,
             };
-            headers.push((CONTENT_RANGE, format!("bytes {shown}-{end}/{size}")));
+            if !knobs.omit_content_range {
+                headers.push((CONTENT_RANGE, format!("bytes {shown}-{end}/{size}")));
+            }
             (206, start, end + 1)
         }
         None => (200, 0, size),
@@ -167,16 +210,28 @@ pub(crate) fn serve_blob(
         parts.push(Bytes::from(garbage));
     }
     let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
-    headers.push((CONTENT_LENGTH, total.to_string()));
+    let shaping = if head {
+        Shaping::default()
+    } else {
+        let mut k = lock(&shared.knobs);
+        let trickle = take_once(&mut k.trickle, None);
+        Shaping {
+            rate: trickle.or(knobs.rate_limit),
+            cut_at: take_cut(&mut k, total),
+            stall_at: take_once(&mut k.stall_after, Some(total)),
+            end_at: take_once(&mut k.short_body, Some(total)),
+        }
+    };
+    // A clean early end is only well-formed HTTP without a Content-Length.
+    let chunked = knobs.chunked || shaping.end_at.is_some();
+    if !chunked {
+        headers.push((CONTENT_LENGTH, total.to_string()));
+    }
     if head {
         return respond(status, &headers, FakeBody::empty());
     }
-    let cut_at = take_cut(&mut lock(&shared.knobs), total);
-    let shaping = Shaping {
-        rate: knobs.rate_limit,
-        cut_at,
-    };
-    respond(status, &headers, FakeBody::streamed(parts, shaping))
+    let body = FakeBody::streamed(parts, shaping);
+    respond(status, &headers, if chunked { body.chunked() } else { body })
 }
 
 /// The knobs `serve_blob` reads, copied out so the lock is held briefly.
@@ -187,6 +242,8 @@ struct BodyKnobs {
     rate_limit: Option<u64>,
     wrong_content_range: bool,
     content_encoding: Option<String>,
+    omit_content_range: bool,
+    chunked: bool,
 }
 
 fn body_knobs(k: &Knobs) -> BodyKnobs {
@@ -197,6 +254,8 @@ fn body_knobs(k: &Knobs) -> BodyKnobs {
         rate_limit: k.rate_limit,
         wrong_content_range: k.wrong_content_range,
         content_encoding: k.content_encoding.clone(),
+        omit_content_range: k.omit_content_range,
+        chunked: k.chunked,
     }
 }
 
@@ -232,5 +291,17 @@ mod tests {
         k.cut_after = Some((5, 0));
         assert_eq!(take_cut(&mut k, 10), None);
         assert!(k.cut_after.is_none());
+    }
+
+    #[test]
+    fn one_shot_knobs_without_a_size_count_down() {
+        let mut slot = Some((2_000, 2));
+        assert_eq!(take_once(&mut slot, None), Some(2_000));
+        assert_eq!(take_once(&mut slot, None), Some(2_000));
+        assert_eq!(take_once(&mut slot, None), None);
+        let mut slot = Some((100, 1));
+        assert_eq!(take_once(&mut slot, Some(100)), None, "not shorter than the body");
+        assert_eq!(take_once(&mut slot, Some(101)), Some(100));
+        assert_eq!(slot, None);
     }
 }

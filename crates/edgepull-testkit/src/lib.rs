@@ -9,8 +9,10 @@
 //! - the data endpoints `contoso.eastus.data.azurecr.test` and `contoso.westus.data.azurecr.test`.
 //!
 //! Clients reach the names by pinning them to [`FakeRegistry::ip`] (the edgepull config's
-//! `resolve` map, or reqwest's `resolve`). [`Knobs`] switch on misbehaviours at runtime, and
-//! [`FakeRegistry::requests`] records what every server saw (auth schemes, never secrets).
+//! `resolve` map, or reqwest's `resolve`). [`Knobs`] switch on misbehaviours at runtime,
+//! [`FakeRegistry::start_with_cert`] makes every server present a certificate for the wrong
+//! name or an expired one ([`CertMode`]), and [`FakeRegistry::requests`] records what every
+//! server saw (auth schemes, never secrets).
 //! Dropping the `FakeRegistry` shuts every server down.
 
 mod body;
@@ -39,8 +41,8 @@ use edgepull_core::oci::manifest::{DescriptorPlatform, OCI_INDEX, OCI_MANIFEST};
 use edgepull_core::oci::{Descriptor, Digest, ImageIndex, ImageManifest, Platform};
 
 pub use state::{
-    AUTH_HOST, AuthMode, FakeOptions, Knobs, LOGIN_HOST, REGIONS, RawManifest, RequestRecord, ServerName,
-    TokenField,
+    AUTH_HOST, AuthMode, CertMode, FakeOptions, Knobs, LOGIN_HOST, REGIONS, RawManifest, RequestRecord,
+    ServerName, TokenField,
 };
 use state::{Ports, Shared, data_host, lock};
 
@@ -88,9 +90,20 @@ impl FakeRegistry {
 
     /// Start all servers on a dedicated runtime.
     pub fn try_start(opts: FakeOptions) -> io::Result<Self> {
+        Self::try_start_with_cert(opts, CertMode::Valid)
+    }
+
+    /// [`FakeRegistry::start_blocking`] with servers presenting a `cert` certificate (a
+    /// wrong name, an expired one) signed by the fake's CA.
+    pub fn start_with_cert(opts: FakeOptions, cert: CertMode) -> Self {
+        Self::try_start_with_cert(opts, cert)
+            .unwrap_or_else(|e| panic!("testkit: cannot start the fake registry: {e}"))
+    }
+
+    fn try_start_with_cert(opts: FakeOptions, cert: CertMode) -> io::Result<Self> {
         let mut names: Vec<String> = ServerName::ALL.iter().map(|s| s.host()).collect();
         names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
-        let pki = tls::generate(&names).map_err(io::Error::other)?;
+        let pki = tls::generate(&names, cert).map_err(io::Error::other)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("edgepull-testkit")

@@ -60,6 +60,12 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
     if let Some(challenge) = auth_rejection(shared, req.headers(), Some(repo)) {
         return challenge;
     }
+    if take_invalid_token(shared) {
+        if let Some(token) = scheme_value(req.headers(), "Bearer") {
+            lock(&shared.tokens).remove(token);
+        }
+        return bearer_challenge(shared, Some(repo), Some("invalid_token"));
+    }
     let head = method == Method::HEAD;
     match kind {
         Kind::Manifest => manifest(shared, head, repo, reference),
@@ -173,6 +179,22 @@ fn bearer_challenge(shared: &Shared, repo: Option<&str>, err: Option<&str>) -> R
     )
 }
 
+/// Count down `invalid_token_after`; true (once) when it runs out.
+fn take_invalid_token(shared: &Shared) -> bool {
+    let mut knobs = lock(&shared.knobs);
+    match knobs.invalid_token_after {
+        Some(0) => {
+            knobs.invalid_token_after = None;
+            true
+        }
+        Some(n) => {
+            knobs.invalid_token_after = Some(n - 1);
+            false
+        }
+        None => false,
+    }
+}
+
 /// The next queued failure, if any.
 fn take_failure(shared: &Shared) -> Option<Response<FakeBody>> {
     let (status, retry_after) = lock(&shared.knobs).fail_next.pop_front()?;
@@ -208,15 +230,25 @@ fn manifest(shared: &Shared, head: bool, repo: &str, reference: &str) -> Respons
     let Some((digest, RawManifest { body, content_type })) = found else {
         return error(404, "MANIFEST_UNKNOWN", "manifest unknown");
     };
-    let headers = [
+    let (digest_header, chunked) = {
+        let k = lock(&shared.knobs);
+        (k.docker_content_digest_override.clone(), k.chunked)
+    };
+    let mut headers = vec![
         (CONTENT_TYPE, content_type),
-        (CONTENT_LENGTH, body.len().to_string()),
-        (DOCKER_CONTENT_DIGEST, digest.to_string()),
+        (
+            DOCKER_CONTENT_DIGEST,
+            digest_header.unwrap_or_else(|| digest.to_string()),
+        ),
     ];
-    let body = if head {
-        FakeBody::empty()
-    } else {
-        FakeBody::full(body)
+    if !chunked {
+        headers.push((CONTENT_LENGTH, body.len().to_string()));
+    }
+    let body = match (head, chunked) {
+        (true, _) => FakeBody::empty(),
+        (false, false) => FakeBody::full(body),
+        // Streamed in 64 KiB pieces, so a reader that stops early stops the sender too.
+        (false, true) => FakeBody::streamed(vec![body], Default::default()).chunked(),
     };
     respond(200, &headers, body)
 }
@@ -266,11 +298,21 @@ fn signed_link(shared: &Shared, region: &str, digest: Digest, ttl: Duration) -> 
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let now = Instant::now();
+    let expired = {
+        let mut k = lock(&shared.knobs);
+        let expired = k.expired_links_next > 0;
+        k.expired_links_next = k.expired_links_next.saturating_sub(1);
+        expired
+    };
     let link = Link {
         region: region.to_string(),
         digest,
         sig: sig.clone(),
-        expires: now.checked_add(ttl).unwrap_or(now),
+        expires: if expired {
+            now
+        } else {
+            now.checked_add(ttl).unwrap_or(now)
+        },
     };
     {
         let mut links = lock(&shared.links);

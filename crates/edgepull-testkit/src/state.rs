@@ -165,6 +165,35 @@ pub struct Knobs {
     /// Data endpoints answer 400 `InvalidAuthenticationInfo` to requests that carry an
     /// `Authorization` header, as Azure storage does (default true).
     pub data_rejects_authorization: bool,
+    /// `(n, times)`: after `n` body bytes the next `times` blob bodies stall (no more bytes,
+    /// the connection stays open).
+    pub stall_after: Option<(u64, u32)>,
+    /// `(n, times)`: the next `times` blob bodies end cleanly after `n` bytes; those
+    /// responses are sent chunked (no `Content-Length`), so the end is well-formed HTTP.
+    pub short_body: Option<(u64, u32)>,
+    /// `(bytes_per_sec, times)`: the next `times` blob bodies are paced to this rate (a
+    /// one-shot [`Knobs::rate_limit`]).
+    pub trickle: Option<(u64, u32)>,
+    /// Blob and manifest bodies are sent chunked, without `Content-Length`.
+    pub chunked: bool,
+    /// 206 answers carry no `Content-Range`.
+    pub omit_content_range: bool,
+    /// `(status, Retry-After)`: answers for the next requests with a valid signed link on
+    /// the data endpoints, one entry each (Azure-storage XML errors).
+    pub data_fail_next: VecDeque<(u16, Option<String>)>,
+    /// Statuses for the next blob requests that carry a `Range` header, one entry each
+    /// (416 comes with `Content-Range: bytes */<size>`).
+    pub range_fail_next: VecDeque<u16>,
+    /// The next this many signed links are issued already expired (the data endpoint
+    /// answers 403 "Signed expiry time has passed.").
+    pub expired_links_next: u32,
+    /// Manifest responses carry this `Docker-Content-Digest` instead of the true one.
+    pub docker_content_digest_override: Option<String>,
+    /// Token replies are this text, with `{token}` replaced by the issued token.
+    pub token_reply_override: Option<String>,
+    /// `Some(n)`: after `n` more authorized manifest/blob requests on the login server, the
+    /// next one revokes its token and is answered 401 `error="invalid_token"` (once).
+    pub invalid_token_after: Option<u32>,
 }
 
 impl Default for Knobs {
@@ -190,8 +219,32 @@ impl Default for Knobs {
             omit_expires_in: false,
             token_field: TokenField::default(),
             data_rejects_authorization: true,
+            stall_after: None,
+            short_body: None,
+            trickle: None,
+            chunked: false,
+            omit_content_range: false,
+            data_fail_next: VecDeque::new(),
+            range_fail_next: VecDeque::new(),
+            expired_links_next: 0,
+            docker_content_digest_override: None,
+            token_reply_override: None,
+            invalid_token_after: None,
         }
     }
+}
+
+/// The server certificate every fake server presents (see
+/// `FakeRegistry::start_with_cert`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CertMode {
+    /// Valid now, for every host name of the fake.
+    #[default]
+    Valid,
+    /// Valid now, but only for `wrong-name.invalid` (signed by the same CA).
+    WrongName,
+    /// For the right names, but expired in 2001 (signed by the same CA).
+    Expired,
 }
 
 /// Options for `FakeRegistry::start`.

@@ -10,6 +10,8 @@ use rcgen::{
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use super::state::CertMode;
+
 /// The generated CA and a server config presenting the leaf.
 pub(crate) struct Pki {
     pub ca_pem: String,
@@ -67,10 +69,34 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Generate a CA and a leaf valid for `names` (DNS names or IP literals).
-pub(crate) fn generate(names: &[String]) -> Result<Pki, Box<dyn std::error::Error + Send + Sync>> {
+/// A leaf like [`server_leaf`] that expired on 2001-01-01 (valid from 2000-01-01).
+pub fn expired_server_leaf(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    names: &[String],
+) -> Result<(Certificate, KeyPair), rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    Ok((params.signed_by(&key, ca)?, key))
+}
+
+/// Generate a CA and a leaf: valid for `names` (DNS names or IP literals), or, as `cert`
+/// asks, for another name only or expired.
+pub(crate) fn generate(
+    names: &[String],
+    cert: CertMode,
+) -> Result<Pki, Box<dyn std::error::Error + Send + Sync>> {
     let ca = test_ca("edgepull testkit CA")?;
-    let (leaf, leaf_key) = server_leaf(&ca, names)?;
+    let (leaf, leaf_key) = match cert {
+        CertMode::Valid => server_leaf(&ca, names)?,
+        CertMode::WrongName => server_leaf(&ca, &["wrong-name.invalid".to_string()])?,
+        CertMode::Expired => expired_server_leaf(&ca, names)?,
+    };
     Ok(Pki {
         server_config: server_config(&ca, &leaf, &leaf_key)?,
         ca_pem: ca.pem(),

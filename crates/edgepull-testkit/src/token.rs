@@ -110,9 +110,14 @@ fn granted_repos(params: &[(String, String)]) -> HashSet<String> {
 }
 
 fn issue(shared: &Shared, params: &[(String, String)]) -> Response<FakeBody> {
-    let (ttl, omit_expires_in, field) = {
+    let (ttl, omit_expires_in, field, reply_override) = {
         let k = lock(&shared.knobs);
-        (k.token_ttl, k.omit_expires_in, k.token_field)
+        (
+            k.token_ttl,
+            k.omit_expires_in,
+            k.token_field,
+            k.token_reply_override.clone(),
+        )
     };
     let token = random_hex(32);
     let now = Instant::now();
@@ -126,6 +131,9 @@ fn issue(shared: &Shared, params: &[(String, String)]) -> Response<FakeBody> {
                 repos: granted_repos(params),
             },
         );
+    }
+    if let Some(template) = reply_override {
+        return json(200, template.replace("{token}", &token), &[]);
     }
     let mut reply = serde_json::Map::new();
     if matches!(field, TokenField::Token | TokenField::Both) {
