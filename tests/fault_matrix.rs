@@ -33,7 +33,7 @@
 //! | `retry_after_as_an_http_date_is_honoured` | ok; 429 `Retry-After: <now + 3 s>` → ≥ 1.5 s before the next request | pass |
 //! | `data_endpoint_503_gets_a_fresh_redirect_and_succeeds` | ok; eastus 503 then 200; 2 redirects for that blob | pass |
 //! | `data_endpoint_429_with_retry_after_is_honoured` | ok; eastus 429 `Retry-After: 1` → ≥ 1 s later a fresh redirect | pass |
-//! | `expired_signed_link_403_gets_a_fresh_redirect_and_succeeds` | ok; eastus 403 "Signed expiry time has passed." then 200 via a second redirect | ignored (bug found, see report) |
+//! | `expired_signed_link_403_gets_a_fresh_redirect_and_succeeds` | ok; eastus 403 "Signed expiry time has passed." then 200 via a second redirect | pass |
 //! | `invalid_token_mid_pull_reauthenticates_once` | ok; one 401 `invalid_token` on a blob GET → exactly one new token request | pass |
 //! | `blob_unknown_at_the_login_server_is_a_registry_error` | Registry (76) "not found", names the digest; no data endpoint request | pass |
 //! | `blob_missing_at_the_data_endpoint_is_a_registry_error` | Registry (76) "not found at" the data endpoint, names the digest; not retried | pass |

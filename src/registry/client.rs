@@ -56,6 +56,16 @@ pub enum RegistryError {
         retry_after: Option<Duration>,
         detail: String,
     },
+    /// A data endpoint refused the signed link it was sent to (401/403): expired or revoked.
+    #[error(
+        "{what}: {host} refused the signed link with {status}{detail}; a fresh redirect from the login server is tried"
+    )]
+    LinkRejected {
+        what: String,
+        host: HostPort,
+        status: u16,
+        detail: String,
+    },
     /// The manifest or blob does not exist.
     #[error("{what}: not found at {host}{detail}; check the repository name and tag")]
     NotFound {
@@ -129,6 +139,7 @@ impl RegistryError {
             RegistryError::Auth { host, .. }
             | RegistryError::Transport { host, .. }
             | RegistryError::Status { host, .. }
+            | RegistryError::LinkRejected { host, .. }
             | RegistryError::NotFound { host, .. }
             | RegistryError::Manifest { host, .. }
             | RegistryError::ManifestTooLarge { host, .. }
@@ -148,6 +159,7 @@ impl RegistryError {
                 code: *status,
                 retry_after: *retry_after,
             },
+            RegistryError::LinkRejected { .. } => Failure::LinkRejected,
             RegistryError::Auth { source, .. } if source.is_transient() => Failure::Connect,
             RegistryError::DigestMismatch { .. } => Failure::Integrity,
             _ => Failure::Fatal,
@@ -165,7 +177,7 @@ impl RegistryError {
                 ..
             } => Category::Policy,
             RegistryError::Auth { .. } => Category::Auth,
-            RegistryError::Transport { .. } => Category::Transient,
+            RegistryError::Transport { .. } | RegistryError::LinkRejected { .. } => Category::Transient,
             RegistryError::Status { status, .. } if is_transient_status(*status) => Category::Transient,
             RegistryError::Status { .. } | RegistryError::NotFound { .. } => Category::Registry,
             RegistryError::Manifest { .. }
@@ -537,6 +549,18 @@ impl RegistryClient {
                             content_length: None,
                             what,
                             response: resp,
+                        });
+                    }
+                    if hop > 0 && matches!(status, 401 | 403) {
+                        // The login server's redirect was followed and the data endpoint
+                        // refused the link itself (Azure storage: "Signed expiry time has
+                        // passed"): a retry starts again at the login server.
+                        let detail = error_detail(resp, &from).await;
+                        return Err(RegistryError::LinkRejected {
+                            what,
+                            host: from,
+                            status,
+                            detail,
                         });
                     }
                     return Err(self.status_error(&what, from, resp).await);

@@ -281,7 +281,6 @@ fn data_endpoint_429_with_retry_after_is_honoured() {
 }
 
 #[test]
-#[ignore = "bug: a 403 from the data endpoint (expired signed link) is not retried with a fresh redirect; see the fault-matrix report"]
 fn expired_signed_link_403_gets_a_fresh_redirect_and_succeeds() {
     let env = Env::token();
     let (_, blobs) = image(&env, vec![random_bytes(1000)]);

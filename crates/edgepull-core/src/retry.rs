@@ -19,6 +19,10 @@ use std::time::{Duration, SystemTime};
 
 /// Attempts allowed for a 5xx other than 502/503/504 (a few, not forever).
 pub const OTHER_5XX_MAX_ATTEMPTS: u32 = 3;
+/// Attempts in a row when a data endpoint refuses its signed link: each attempt asks the
+/// login server for a fresh one, so more than a few refusals mean something else is wrong
+/// (a clock far off, a revoked token).
+pub const LINK_REJECTED_MAX_ATTEMPTS: u32 = 3;
 
 /// Why a retry policy was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +56,9 @@ pub enum Failure {
     },
     /// The body ended before the expected length.
     ShortBody,
+    /// A data endpoint answered 401/403 to a signed link the login server handed out: the
+    /// link expired (ACR's live 20–30 minutes) or was revoked. A fresh redirect fixes it.
+    LinkRejected,
     /// Size or digest mismatch on completion.
     Integrity,
     /// Anything else that retrying cannot fix (policy refusal, disk full, bug).
@@ -89,6 +96,7 @@ impl Failure {
                 500 | 501 | 505..=599 => Retryable::AFewTimes(OTHER_5XX_MAX_ATTEMPTS),
                 _ => Retryable::Yes,
             },
+            Self::LinkRejected => Retryable::AFewTimes(LINK_REJECTED_MAX_ATTEMPTS),
             Self::Integrity | Self::Fatal => Retryable::No,
         }
     }
@@ -302,6 +310,7 @@ mod tests {
             (Failure::Reset, true),
             (Failure::Stall, true),
             (Failure::ShortBody, true),
+            (Failure::LinkRejected, true),
             (status(408), true),
             (status(429), true),
             (status(500), true),
