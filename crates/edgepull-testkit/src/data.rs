@@ -1,5 +1,5 @@
 //! The regional data endpoints: blob bytes for valid, unexpired signed links, with Range
-//! support and the body misbehaviours. `serve_blob` is shared with the login server's
+//! support, the body misbehaviours and redirects of their own (`data_redirect`). `serve_blob` is shared with the login server's
 //! `blob_direct` mode.
 
 use std::time::Instant;
@@ -8,12 +8,12 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{
     ACCEPT_RANGES, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap,
-    HeaderName, RANGE,
+    HeaderName, LOCATION, RANGE,
 };
 use hyper::{Method, Request, Response};
 
 use super::body::{FakeBody, Shaping};
-use super::state::{Knobs, ServerName, Shared, lock};
+use super::state::{DataRedirect, Knobs, ServerName, Shared, lock};
 use super::wire::{header_str, respond};
 use edgepull_core::oci::Digest;
 
@@ -53,10 +53,47 @@ pub(crate) fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>
         }
         link.digest
     };
+    if let Some(location) = redirect(shared, server, &req, digest) {
+        return respond(307, &[(LOCATION, location)], FakeBody::empty());
+    }
     let Some(data) = lock(&shared.content).blobs.get(&digest).cloned() else {
         return storage_error(404, "BlobNotFound", "The specified blob does not exist.");
     };
     serve_blob(shared, &digest, data, req.headers(), head, false)
+}
+
+/// The `Location` the `data_redirect` knob sends for a valid link, if any.
+fn redirect(shared: &Shared, server: ServerName, req: &Request<Incoming>, digest: Digest) -> Option<String> {
+    let (redirect, ttl) = {
+        let mut k = lock(&shared.knobs);
+        let ttl = k.link_ttl;
+        let redirect = match &mut k.data_redirect {
+            Some(DataRedirect::Chain(0)) | None => None,
+            Some(DataRedirect::Chain(n)) => {
+                *n -= 1;
+                Some(DataRedirect::Chain(*n))
+            }
+            Some(other) => Some(other.clone()),
+        };
+        (redirect?, ttl)
+    };
+    Some(match redirect {
+        DataRedirect::To(location) => location,
+        DataRedirect::Chain(_) => {
+            let other = if server == ServerName::EastUs {
+                "westus"
+            } else {
+                "eastus"
+            };
+            shared.signed_link(other, digest, ttl)
+        }
+        DataRedirect::Loop => format!(
+            "https://{}:{}{}",
+            server.host(),
+            shared.ports.of(server),
+            req.uri().path_and_query().map_or("/", |p| p.as_str())
+        ),
+    })
 }
 
 fn denied(message: &str) -> Response<FakeBody> {

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -160,11 +160,28 @@ pub struct Knobs {
     pub token_ttl: Duration,
     /// Leave `expires_in` out of token replies.
     pub omit_expires_in: bool,
+    /// Send this raw JSON text as `expires_in` (e.g. `9223372036854775807`, `-1`, `"300"`)
+    /// instead of the token lifetime; the registry still honours `token_ttl`.
+    pub expires_in_raw: Option<String>,
     /// Which field names the token in token replies.
     pub token_field: TokenField,
     /// Data endpoints answer 400 `InvalidAuthenticationInfo` to requests that carry an
     /// `Authorization` header, as Azure storage does (default true).
     pub data_rejects_authorization: bool,
+    /// Data endpoints answer valid blob links with a 307 instead of the bytes.
+    pub data_redirect: Option<DataRedirect>,
+}
+
+/// How a data endpoint redirects a valid blob link (`Knobs::data_redirect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataRedirect {
+    /// To this raw `Location`, every time.
+    To(String),
+    /// To a fresh signed link on the other region's endpoint (eastus ↔ westus), for the
+    /// next `n` valid links; then the bytes. A chain among data endpoints.
+    Chain(u32),
+    /// To the very URL requested, every time (a loop).
+    Loop,
 }
 
 impl Default for Knobs {
@@ -188,8 +205,10 @@ impl Default for Knobs {
             link_ttl: Duration::from_secs(20 * 60),
             token_ttl: Duration::from_secs(300),
             omit_expires_in: false,
+            expires_in_raw: None,
             token_field: TokenField::default(),
             data_rejects_authorization: true,
+            data_redirect: None,
         }
     }
 }
@@ -274,13 +293,14 @@ impl Content {
     }
 }
 
-/// Ports of the four servers.
+/// Ports of the four servers, and of the foreign listener.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ports {
     pub login: u16,
     pub auth: u16,
     pub eastus: u16,
     pub westus: u16,
+    pub foreign: u16,
 }
 
 impl Ports {
@@ -312,6 +332,8 @@ pub(crate) struct Shared {
     pub links: Mutex<HashMap<String, Link>>,
     pub log: Mutex<Vec<LogEntry>>,
     pub connections: [AtomicU64; 4],
+    /// TCP connections the foreign listener accepted.
+    pub foreign_connections: AtomicU64,
 }
 
 impl Shared {
@@ -325,7 +347,37 @@ impl Shared {
             links: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             connections: Default::default(),
+            foreign_connections: AtomicU64::new(0),
         }
+    }
+
+    /// Register a link to `digest` on `region`'s data endpoint, valid for `ttl`; returns
+    /// its URL.
+    pub(crate) fn signed_link(&self, region: &str, digest: Digest, ttl: Duration) -> String {
+        let id = random_hex(16);
+        let sig = random_hex(32);
+        let se = SystemTime::now()
+            .checked_add(ttl)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let now = Instant::now();
+        let link = Link {
+            region: region.to_string(),
+            digest,
+            sig: sig.clone(),
+            expires: now.checked_add(ttl).unwrap_or(now),
+        };
+        {
+            let mut links = lock(&self.links);
+            links.retain(|_, l| l.expires > now);
+            links.insert(id.clone(), link);
+        }
+        format!(
+            "https://{}:{}/blob/{id}?sig={sig}&se={se}",
+            data_host(region),
+            self.ports.region(region)
+        )
     }
 
     pub(crate) fn count_connection(&self, server: ServerName) {

@@ -110,9 +110,14 @@ fn granted_repos(params: &[(String, String)]) -> HashSet<String> {
 }
 
 fn issue(shared: &Shared, params: &[(String, String)]) -> Response<FakeBody> {
-    let (ttl, omit_expires_in, field) = {
+    let (ttl, omit_expires_in, expires_in_raw, field) = {
         let k = lock(&shared.knobs);
-        (k.token_ttl, k.omit_expires_in, k.token_field)
+        (
+            k.token_ttl,
+            k.omit_expires_in,
+            k.expires_in_raw.clone(),
+            k.token_field,
+        )
     };
     let token = random_hex(32);
     let now = Instant::now();
@@ -134,8 +139,14 @@ fn issue(shared: &Shared, params: &[(String, String)]) -> Response<FakeBody> {
     if matches!(field, TokenField::AccessToken | TokenField::Both) {
         reply.insert("access_token".into(), token.into());
     }
-    if !omit_expires_in {
+    if !omit_expires_in && expires_in_raw.is_none() {
         reply.insert("expires_in".into(), ttl.as_secs().into());
     }
-    json(200, serde_json::Value::Object(reply).to_string(), &[])
+    let mut text = serde_json::Value::Object(reply).to_string();
+    if let Some(raw) = expires_in_raw {
+        // Spliced in as text: it may be a number no JSON library would write.
+        text.pop();
+        text.push_str(&format!(",\"expires_in\":{raw}}}"));
+    }
+    json(200, text, &[])
 }
