@@ -291,7 +291,11 @@ impl RegistryClient {
             if !answered {
                 self.auth.refresh_if_due(&self.transport, scope).await;
             }
-            let authz = self.auth.header_for(scope);
+            let authz = if answered {
+                self.auth.header_after_challenge(scope)
+            } else {
+                self.auth.header_for(scope)
+            };
             let had_auth = authz.is_some();
             let request = Request::new(method.clone(), url.clone())
                 .headers(headers.clone())
