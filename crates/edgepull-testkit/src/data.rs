@@ -40,7 +40,7 @@ pub(crate) fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>
     let sig = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "sig")
         .map(|(_, v)| v.into_owned());
-    let digest = {
+    let (digest, depth) = {
         let links = lock(&shared.links);
         let Some(link) = links.get(id) else {
             return denied("Signature did not match.");
@@ -51,9 +51,9 @@ pub(crate) fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>
         if link.expires <= Instant::now() {
             return denied("Signed expiry time has passed.");
         }
-        link.digest
+        (link.digest, link.depth)
     };
-    if let Some(location) = redirect(shared, server, &req, digest) {
+    if let Some(location) = redirect(shared, server, &req, digest, depth) {
         return respond(307, &[(LOCATION, location)], FakeBody::empty());
     }
     let Some(data) = lock(&shared.content).blobs.get(&digest).cloned() else {
@@ -62,30 +62,29 @@ pub(crate) fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>
     serve_blob(shared, &digest, data, req.headers(), head, false)
 }
 
-/// The `Location` the `data_redirect` knob sends for a valid link, if any.
-fn redirect(shared: &Shared, server: ServerName, req: &Request<Incoming>, digest: Digest) -> Option<String> {
+/// The `Location` the `data_redirect` knob sends for a valid link `depth` data hops into
+/// its chain, if any.
+fn redirect(
+    shared: &Shared,
+    server: ServerName,
+    req: &Request<Incoming>,
+    digest: Digest,
+    depth: u32,
+) -> Option<String> {
     let (redirect, ttl) = {
-        let mut k = lock(&shared.knobs);
-        let ttl = k.link_ttl;
-        let redirect = match &mut k.data_redirect {
-            Some(DataRedirect::Chain(0)) | None => None,
-            Some(DataRedirect::Chain(n)) => {
-                *n -= 1;
-                Some(DataRedirect::Chain(*n))
-            }
-            Some(other) => Some(other.clone()),
-        };
-        (redirect?, ttl)
+        let k = lock(&shared.knobs);
+        (k.data_redirect.clone()?, k.link_ttl)
     };
     Some(match redirect {
         DataRedirect::To(location) => location,
+        DataRedirect::Chain(n) if depth >= n => return None,
         DataRedirect::Chain(_) => {
             let other = if server == ServerName::EastUs {
                 "westus"
             } else {
                 "eastus"
             };
-            shared.signed_link(other, digest, ttl)
+            shared.signed_link(other, digest, ttl, depth + 1)
         }
         DataRedirect::Loop => format!(
             "https://{}:{}{}",

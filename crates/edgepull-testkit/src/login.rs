@@ -251,7 +251,7 @@ fn blob(shared: &Shared, headers: &HeaderMap, head: bool, repo: &str, reference:
     if direct {
         return data::serve_blob(shared, &digest, data, headers, false, true);
     }
-    let location = location_override.unwrap_or_else(|| shared.signed_link(&region, digest, ttl));
+    let location = location_override.unwrap_or_else(|| shared.signed_link(&region, digest, ttl, 0));
     let headers = [(LOCATION, location), (DOCKER_CONTENT_DIGEST, digest.to_string())];
     respond(307, &headers, FakeBody::empty())
 }

@@ -177,8 +177,9 @@ pub struct Knobs {
 pub enum DataRedirect {
     /// To this raw `Location`, every time.
     To(String),
-    /// To a fresh signed link on the other region's endpoint (eastus ↔ westus), for the
-    /// next `n` valid links; then the bytes. A chain among data endpoints.
+    /// To a fresh signed link on the other region's endpoint (eastus ↔ westus), `n` times
+    /// for every blob request: login → eastus → westus → … → the bytes after `n` data
+    /// hops. A chain among data endpoints.
     Chain(u32),
     /// To the very URL requested, every time (a loop).
     Loop,
@@ -262,6 +263,8 @@ pub(crate) struct Link {
     pub digest: Digest,
     pub sig: String,
     pub expires: Instant,
+    /// Data-endpoint redirects before this link (0 for the login server's).
+    pub depth: u32,
 }
 
 /// Blobs, manifests and tags.
@@ -351,9 +354,9 @@ impl Shared {
         }
     }
 
-    /// Register a link to `digest` on `region`'s data endpoint, valid for `ttl`; returns
-    /// its URL.
-    pub(crate) fn signed_link(&self, region: &str, digest: Digest, ttl: Duration) -> String {
+    /// Register a link to `digest` on `region`'s data endpoint, valid for `ttl`, `depth`
+    /// data-endpoint redirects into a chain (0 from the login server); returns its URL.
+    pub(crate) fn signed_link(&self, region: &str, digest: Digest, ttl: Duration, depth: u32) -> String {
         let id = random_hex(16);
         let sig = random_hex(32);
         let se = SystemTime::now()
@@ -367,6 +370,7 @@ impl Shared {
             digest,
             sig: sig.clone(),
             expires: now.checked_add(ttl).unwrap_or(now),
+            depth,
         };
         {
             let mut links = lock(&self.links);
