@@ -690,10 +690,14 @@ fn anonymous_registry_pulls_with_and_without_a_data_endpoint() {
     );
 
     // b) No auth and no redirect (a plain registry): only blob_source "registry" pulls.
+    // The refused pull talks to an instance of its own: distribution writes the access line
+    // of a body edgepull refused whenever its handler notices, which can be after edgepull
+    // exited, so counting that instance's lines from "now" on would race.
+    let plain_refused = w.registry("login-plain-refused", AuthKind::Anonymous, None);
     let plain = w.registry("login-plain", AuthKind::Anonymous, None);
     let store_b = w.path().join("store-b");
-    let cfg_refused = w.config(&plain, AuthKind::Anonymous, &store_b, |_| {});
-    let refused = w.pull(&cfg_refused, &[&w.reference(&plain, "1.0")]);
+    let cfg_refused = w.config(&plain_refused, AuthKind::Anonymous, &store_b, |_| {});
+    let refused = w.pull(&cfg_refused, &[&w.reference(&plain_refused, "1.0")]);
     assert_eq!(
         refused.code(),
         10,
