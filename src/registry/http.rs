@@ -3,7 +3,7 @@
 //! Owns: building the `reqwest::Client` (rustls with ring, only the configured CA when one is
 //! given, no automatic redirects, no Referer, no cookies, no decompression, no proxy from the
 //! environment, connect and idle-read timeouts but no total timeout) with the egress gate
-//! around its connector ([`super::connector`]: every connection's scheme, host and port,
+//! around its connector (`registry::connector`: every connection's scheme, host and port,
 //! direct or through the configured proxy) and a DNS resolver that looks up only the names
 //! [`EgressPolicy::may_resolve`] allows. Must never attach credentials itself and never
 //! resolve or connect to a host the [`EgressPolicy`] does not allow.

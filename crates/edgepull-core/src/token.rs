@@ -67,7 +67,7 @@ impl fmt::Debug for TokenReply {
 }
 
 /// The reply as sent: unknown fields are ignored, and so are an `expires_in` that is not a
-/// number and an `issued_at` that is not a string ([`lifetime`] and [`TokenReply::parse`]).
+/// number and an `issued_at` that is not a string (`lifetime` and [`TokenReply::parse`]).
 #[derive(Deserialize)]
 struct Wire {
     token: Option<String>,
@@ -78,7 +78,7 @@ struct Wire {
 
 impl TokenReply {
     /// Parse a reply body: the first non-empty of `token` and `access_token`; the lifetime
-    /// from `expires_in` as the module docs say ([`lifetime`]); `issued_at` is kept when it
+    /// from `expires_in` as the module docs say; `issued_at` is kept when it
     /// is an RFC 3339 time (informational: expiry counts from receipt, since a device clock
     /// may be wrong).
     pub fn parse(body: &[u8]) -> Result<Self, TokenReplyError> {
