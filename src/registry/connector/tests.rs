@@ -106,6 +106,10 @@ async fn an_ip_literal_outside_the_allowlist_is_refused_with_no_connection() {
             "names host:port: {err}"
         );
     }
+    // IPv6 literals too (nothing listens there; the point is a refusal, not a panic).
+    let v6 = format!("[::1]:{}", west.port());
+    let err = get(&s.client, &format!("https://{v6}/")).await.unwrap_err();
+    assert!(err.to_string().contains(&v6), "{err}");
     assert_eq!(s.fake.connections(ServerName::WestUs), 0);
     assert_eq!(s.fake.foreign_connections(), 0);
     // The same through the one send path: a policy error, not a network error.
