@@ -85,7 +85,6 @@ fn registry_client(cfg: &Config) -> Result<RegistryClient, SetupError> {
     let settings = HttpSettings {
         ca_file: cfg.registry.ca_file.clone(),
         resolve: cfg.registry.resolve.clone(),
-        proxy: cfg.registry.proxy.clone(),
         connect_timeout: cfg.timeouts.connect,
         idle_read_timeout: cfg.timeouts.idle_read,
     };

@@ -690,10 +690,14 @@ fn anonymous_registry_pulls_with_and_without_a_data_endpoint() {
     );
 
     // b) No auth and no redirect (a plain registry): only blob_source "registry" pulls.
+    // The refused pull talks to an instance of its own: distribution writes the access line
+    // of a body edgepull refused whenever its handler notices, which can be after edgepull
+    // exited, so counting that instance's lines from "now" on would race.
+    let plain_refused = w.registry("login-plain-refused", AuthKind::Anonymous, None);
     let plain = w.registry("login-plain", AuthKind::Anonymous, None);
     let store_b = w.path().join("store-b");
-    let cfg_refused = w.config(&plain, AuthKind::Anonymous, &store_b, |_| {});
-    let refused = w.pull(&cfg_refused, &[&w.reference(&plain, "1.0")]);
+    let cfg_refused = w.config(&plain_refused, AuthKind::Anonymous, &store_b, |_| {});
+    let refused = w.pull(&cfg_refused, &[&w.reference(&plain_refused, "1.0")]);
     assert_eq!(
         refused.code(),
         10,
@@ -709,9 +713,7 @@ fn anonymous_registry_pulls_with_and_without_a_data_endpoint() {
             .expect("resolve")
             .retain(|host, _| host == LOGIN_HOST);
     });
-    // The refused pull closed its blob connections mid-body; the registry logs those GETs
-    // when it notices, which can be after the pull exited. Count from a settled log.
-    let before = settled_access_len(&plain);
+    let before = plain.access().len();
     w.pull(&cfg_b, &[&w.reference(&plain, "1.0")])
         .expect_success("anonymous pull from the registry itself");
     assert_eq!(w.nginx.log("eastus").len(), east.len(), "eastus not used by b)");
@@ -725,21 +727,6 @@ fn anonymous_registry_pulls_with_and_without_a_data_endpoint() {
         served, expected,
         "the plain registry served every blob byte itself"
     );
-}
-
-/// The length of `registry`'s access log once it has stopped growing for 500 ms (at most
-/// 10 s): requests a client abandoned are logged when the registry notices.
-fn settled_access_len(registry: &support::distribution::Registry) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut len = registry.access().len();
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = registry.access().len();
-        if now == len || Instant::now() > deadline {
-            return now;
-        }
-        len = now;
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -834,4 +821,163 @@ fn edgepull_and_skopeo_pull_the_same_image() {
     let mut expected = blob_files(&theirs);
     expected.insert(multi.digest.hex());
     assert_eq!(blob_files(&ours), expected, "same blobs, plus the index");
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Through an HTTP CONNECT proxy (Debian's tinyproxy, started by the test).
+
+/// A name no edgepull config allows; the proxy's hosts file maps it to westus's nginx.
+const FOREIGN_HOST: &str = "foreign.example.test";
+
+/// tinyproxy for world `w`: it resolves the login server, both regions and
+/// [`FOREIGN_HOST`], and tunnels to the ports of `reg`, nginx and the token server only.
+fn start_proxy(w: &World, reg: &support::distribution::Registry) -> support::proxy::TinyProxy {
+    let east = w.nginx.site("eastus").host();
+    let west = w.nginx.site("westus").host();
+    support::proxy::TinyProxy::start(
+        &w.tools,
+        w.path(),
+        &[
+            (support::world::LOGIN_HOST, std::net::Ipv4Addr::LOCALHOST),
+            (&east, EASTUS_IP),
+            (&west, WESTUS_IP),
+            (FOREIGN_HOST, WESTUS_IP),
+        ],
+        &[reg.port, w.nginx.port, w.tokens.port()],
+    )
+}
+
+/// edgepull's config for pulling from `reg` through `proxy`: `registry.proxy` set, no
+/// `resolve` (with a proxy, only the proxy's own name could be pinned, and it is an
+/// address).
+fn proxied_config(
+    w: &World,
+    reg: &support::distribution::Registry,
+    proxy: &support::proxy::TinyProxy,
+    store: &Path,
+) -> std::path::PathBuf {
+    w.config(reg, AuthKind::Token, store, |c| {
+        c["registry"]["proxy"] = proxy.url().into();
+        c["registry"].as_object_mut().expect("registry").remove("resolve");
+    })
+}
+
+/// The host:ports edgepull may tunnel to for `reg`: login server, token realm, eastus.
+fn allowed_tunnels(w: &World, reg: &support::distribution::Registry) -> BTreeSet<String> {
+    BTreeSet::from([w.login(reg), w.tokens.host_port(), w.nginx.endpoint("eastus")])
+}
+
+#[test]
+fn a_pull_through_tinyproxy_tunnels_only_to_allowed_endpoints() {
+    let Some(w) = World::start(WorldOptions::default()) else {
+        return;
+    };
+    let mut layout = Layout::create(&w.path().join("src"));
+    let image = small_image(&mut layout, "1.0");
+    w.push(&layout.dir, "1.0", false);
+    let reg = w.registry("login", AuthKind::Token, Some("eastus"));
+    let proxy = start_proxy(&w, &reg);
+    let store = w.path().join("store");
+    let cfg = proxied_config(&w, &reg, &proxy, &store);
+    w.pull(&cfg, &[&w.reference(&reg, "1.0")])
+        .expect_success("edgepull pull through tinyproxy");
+
+    let connects = proxy.connects();
+    eprintln!("tinyproxy CONNECT lines:\n{}", proxy.connect_lines().join("\n"));
+    let tunnels: BTreeSet<String> = connects.iter().cloned().collect();
+    assert_eq!(
+        tunnels,
+        allowed_tunnels(&w, &reg),
+        "tunnels to login, realm and eastus, nothing else:\n{}",
+        proxy.log_text()
+    );
+    // Every blob byte came from eastus, through the tunnel, with no credentials of any kind.
+    let east = w.nginx.log("eastus");
+    for (digest, size) in blobs_of(&image) {
+        assert_eq!(sent_for(&east, &digest), size, "bytes of {digest} from eastus");
+    }
+    for line in &east {
+        assert!(
+            !line.auth && !line.proxy_auth,
+            "credentials at the data endpoint: {}",
+            line.raw
+        );
+    }
+    assert_eq!(w.nginx.log_text("westus"), "", "westus saw nothing");
+    w.edgepull(&cfg, &["store", "verify"])
+        .expect_success("store verify");
+}
+
+#[test]
+fn through_tinyproxy_a_redirect_elsewhere_opens_no_tunnel() {
+    let Some(w) = World::start(WorldOptions::default()) else {
+        return;
+    };
+    let mut layout = Layout::create(&w.path().join("src"));
+    small_image(&mut layout, "1.0");
+    w.push(&layout.dir, "1.0", false);
+    // One login server redirecting to the other region, one to a foreign host (which the
+    // proxy could reach: its hosts file maps it to westus's nginx).
+    let to_westus = w.registry("login-westus", AuthKind::Token, Some("westus"));
+    let to_foreign = support::distribution::Registry::start(
+        &w.tools,
+        w.path(),
+        &w.storage,
+        &w.pki,
+        &support::distribution::RegistrySpec {
+            name: "login-foreign".into(),
+            auth: support::distribution::Auth::Token {
+                realm: w.tokens.realm(),
+                service: support::world::LOGIN_HOST.into(),
+                issuer: support::world::ISSUER.into(),
+                rootcertbundle: w.pki.ca.clone(),
+            },
+            redirect: Some(format!("https://{FOREIGN_HOST}:{}/", w.nginx.port)),
+            read_only: true,
+        },
+    );
+    for (reg, refused) in [
+        (&to_westus, w.nginx.endpoint("westus")),
+        (&to_foreign, format!("{FOREIGN_HOST}:{}", w.nginx.port)),
+    ] {
+        let proxy = start_proxy(&w, reg);
+        let store = w.path().join(format!("store-{}", reg.name));
+        let cfg = proxied_config(&w, reg, &proxy, &store);
+        let out = w.pull(&cfg, &[&w.reference(reg, "1.0")]);
+        eprintln!(
+            "tinyproxy CONNECT lines ({}):\n{}",
+            reg.name,
+            proxy.connect_lines().join("\n")
+        );
+        let tunnels: BTreeSet<String> = proxy.connects().into_iter().collect();
+        assert!(
+            tunnels.is_subset(&allowed_tunnels(&w, reg)),
+            "tunnels only to allowed endpoints:\n{}",
+            proxy.log_text()
+        );
+        assert!(tunnels.contains(&w.login(reg)), "the pull went through the proxy");
+        assert_eq!(
+            out.code(),
+            10,
+            "policy exit code:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(&format!("to {refused} refused")),
+            "the error names {refused}:\n{}",
+            out.stderr
+        );
+        // The redirect was issued and refused before any tunnel to it.
+        assert!(
+            reg.access().iter().any(|a| a.is_blob_get() && a.status == 307),
+            "the registry issued the redirect"
+        );
+    }
+    assert_eq!(
+        w.nginx.log_text("westus"),
+        "",
+        "westus (and the foreign name) heard nothing"
+    );
+    assert_eq!(w.nginx.log_text("eastus"), "", "nothing was downloaded");
 }

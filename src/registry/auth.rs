@@ -3,7 +3,8 @@
 //! Owns: turning a `401` challenge into a Bearer token (GET with Basic for passwords and
 //! repository-scoped tokens — ACR refuses the POST password grant —, POST `grant_type=
 //! refresh_token` for ACR refresh tokens, anonymous GET otherwise), the per-scope cache
-//! with expiry on the monotonic clock, and Basic auth when the login server asks for it.
+//! with expiry on the monotonic clock (checked arithmetic: a server's `expires_in` never
+//! overflows an `Instant`), and Basic auth when the login server asks for it.
 //! Token requests go through the same guarded send as every other request
 //! (`Transport::send`); the reply is parsed by the pure [`TokenReply`].
 //! Must never send a credential anywhere but the login server and an allowed realm (the
@@ -157,11 +158,13 @@ struct Token {
 }
 
 impl Token {
-    /// The token of `reply`, received at `now`: renewed `reply.renew_after()` later.
+    /// The token of `reply`, received at `now`: renewed `reply.renew_after()` later. The
+    /// core bounds that to a day; should the monotonic clock still not hold it, the token is
+    /// due at once (renewed before its next use) instead of overflowing.
     fn new(reply: &TokenReply, now: Instant) -> Option<Self> {
         Some(Self {
             header: bearer(reply.token())?,
-            expires: now + reply.renew_after(),
+            expires: now.checked_add(reply.renew_after()).unwrap_or(now),
         })
     }
 }
@@ -223,6 +226,17 @@ impl Authenticator {
             return None;
         }
         Some(t.header.clone())
+    }
+
+    /// The `Authorization` value for `scope` right after answering a challenge: the token
+    /// just fetched even if it is already due (a server may hand out a token of a second;
+    /// it is still good for the request it was fetched for), or Basic.
+    pub(crate) fn header_after_challenge(&self, scope: &str) -> Option<HeaderValue> {
+        if self.basic.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.basic_header();
+        }
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.get(scope).map(|t| t.header.clone())
     }
 
     /// Renew the token of `scope` ahead of a request when it has expired (or was never
@@ -392,6 +406,38 @@ mod tests {
                 Err(AuthError::BadTokenReply { .. })
             ));
         }
+    }
+
+    /// Issue 9, weakness 1: `Instant + 292 billion years` panicked (abort in release, a
+    /// systemd restart loop). The lifetime is a day at most, anchored with checked
+    /// arithmetic.
+    #[test]
+    fn a_huge_expires_in_does_not_overflow_the_clock() {
+        let now = Instant::now();
+        for raw in ["9223372036854775807", "18446744073709551615", "1e300"] {
+            let body = format!(r#"{{"token":"t","expires_in":{raw}}}"#);
+            let t = parse_token_reply(body.as_bytes(), &host(), now).unwrap();
+            assert_eq!(
+                t.expires.checked_duration_since(now),
+                Some(edgepull_core::token::MAX_TOKEN_LIFETIME - Duration::from_secs(30)),
+                "{raw}"
+            );
+        }
+    }
+
+    /// A token already due (a server that hands out 1 s tokens, a slow device) is still
+    /// sent on the request it was fetched for; only later requests renew it first.
+    #[test]
+    fn a_token_just_fetched_is_used_even_when_due() {
+        let auth = Authenticator::new(host(), Credentials::Anonymous);
+        let due = Token {
+            header: bearer("fresh").unwrap(),
+            expires: Instant::now(),
+        };
+        auth.tokens.lock().unwrap().insert("s".into(), due);
+        assert_eq!(auth.header_for("s"), None, "due: renewed before a new request");
+        assert_eq!(auth.header_after_challenge("s").unwrap(), "Bearer fresh");
+        assert_eq!(auth.header_after_challenge("other"), None);
     }
 
     #[test]

@@ -303,7 +303,11 @@ impl RegistryClient {
             if !answered {
                 self.auth.refresh_if_due(&self.transport, scope).await;
             }
-            let authz = self.auth.header_for(scope);
+            let authz = if answered {
+                self.auth.header_after_challenge(scope)
+            } else {
+                self.auth.header_for(scope)
+            };
             let had_auth = authz.is_some();
             let request = Request::new(method.clone(), url.clone())
                 .headers(headers.clone())
@@ -497,7 +501,12 @@ impl RegistryClient {
         let mut hop = 0u8;
         loop {
             let status = resp.status().as_u16();
-            let location = header_str(resp.headers(), header::LOCATION).map(str::to_string);
+            // Read as UTF-8 (lossy), not as visible ASCII only: a raw Unicode host is judged
+            // by what the URL parser makes of it (punycode), never taken for a missing header.
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
             match self
                 .transport
                 .policy()

@@ -1,9 +1,11 @@
-//! The one HTTP client edgepull uses, and the egress choke point.
+//! The one HTTP client edgepull uses.
 //!
 //! Owns: building the `reqwest::Client` (rustls with ring, only the configured CA when one is
 //! given, no automatic redirects, no Referer, no cookies, no decompression, no proxy from the
-//! environment, connect and idle-read timeouts but no total timeout) and a DNS resolver that
-//! refuses every name outside the allowlist. Must never attach credentials itself and never
+//! environment, connect and idle-read timeouts but no total timeout) with the egress gate
+//! around its connector (`registry::connector`: every connection's scheme, host and port,
+//! direct or through the configured proxy) and a DNS resolver that looks up only the names
+//! [`EgressPolicy::may_resolve`] allows. Must never attach credentials itself and never
 //! resolve or connect to a host the [`EgressPolicy`] does not allow.
 
 use std::collections::BTreeMap;
@@ -14,8 +16,8 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+use super::connector;
 use edgepull_core::egress::EgressPolicy;
-use edgepull_core::hostport::HostPort;
 
 /// Why the HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +39,6 @@ pub enum HttpError {
     /// reqwest refused the settings.
     #[error("cannot build the HTTP client")]
     Build(#[source] reqwest::Error),
-    /// The proxy URL was refused.
-    #[error("proxy {proxy} is not usable")]
-    Proxy {
-        proxy: String,
-        #[source]
-        source: reqwest::Error,
-    },
 }
 
 /// Settings for [`build_client`].
@@ -53,8 +48,6 @@ pub(crate) struct HttpSettings {
     pub(crate) ca_file: Option<PathBuf>,
     /// Host → IP pins (curl's `--resolve`); they never widen the allowlist.
     pub(crate) resolve: BTreeMap<String, IpAddr>,
-    /// An HTTP CONNECT proxy (`host:port`), if the device must use one.
-    pub(crate) proxy: Option<HostPort>,
     /// TCP+TLS connect timeout.
     pub(crate) connect_timeout: Duration,
     /// Longest silence while reading a response before the read fails (not a total timeout).
@@ -70,7 +63,8 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Build the client. Every name it resolves must pass `policy.may_connect` on some port.
+/// Build the client. Every connection it opens passes [`EgressPolicy::dial`] (the gate), and
+/// every name it resolves [`EgressPolicy::may_resolve`]; the proxy is the policy's.
 pub(crate) fn build_client(
     settings: &HttpSettings,
     policy: Arc<EgressPolicy>,
@@ -87,19 +81,11 @@ pub(crate) fn build_client(
         .http1_only()
         .dns_resolver(Arc::new(AllowlistResolver {
             policy: policy.clone(),
-        }));
-    builder = match &settings.proxy {
-        // Only the configured proxy, never HTTPS_PROXY & co from the environment.
-        Some(proxy) => {
-            let url = format!("http://{}", proxy.authority());
-            let p = reqwest::Proxy::all(&url).map_err(|source| HttpError::Proxy {
-                proxy: url.clone(),
-                source,
-            })?;
-            builder.proxy(p)
-        }
-        None => builder.no_proxy(),
-    };
+        }))
+        // The gate: the matcher decides every connection (and names the configured proxy,
+        // never HTTPS_PROXY & co from the environment); the layer enforces the decision.
+        .proxy(connector::matcher(policy.clone()))
+        .connector_layer(connector::GateLayer);
     if let Some(path) = &settings.ca_file {
         let pem = std::fs::read(path).map_err(|source| HttpError::CaRead {
             path: path.clone(),
@@ -118,7 +104,8 @@ pub(crate) fn build_client(
     builder.build().map_err(HttpError::Build)
 }
 
-/// Resolves only names on the allowlist; anything else fails before a packet leaves.
+/// Resolves only the names [`EgressPolicy::may_resolve`] allows (with a proxy, only the
+/// proxy's); anything else fails before a packet leaves.
 struct AllowlistResolver {
     policy: Arc<EgressPolicy>,
 }
@@ -133,7 +120,7 @@ struct NotAllowed {
 impl Resolve for AllowlistResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_ascii_lowercase();
-        let allowed = self.policy.allowlist().iter().any(|hp| hp.host() == host);
+        let allowed = self.policy.may_resolve(&host);
         Box::pin(async move {
             if !allowed {
                 return Err(Box::new(NotAllowed { host }) as Box<dyn std::error::Error + Send + Sync>);

@@ -2,13 +2,14 @@
 //!
 //! Owns: the `reqwest::Client` at run time (built by [`super::http::build_client`]) with the
 //! [`EgressPolicy`] it serves; [`Transport::send`], the only place a request leaves edgepull:
-//! before every request — manifests, blobs, each redirect hop, token realm requests — it
-//! checks the URL's host *and* port with [`EgressPolicy::may_connect`], and it attaches an
-//! `Authorization` value only where [`EgressPolicy::may_send_credentials`] allows; bounded
-//! whole-body reads ([`read_limited`]), the short summary of a registry error body
-//! ([`error_summary`]), and how a transport failure is classified for retries.
+//! every request — manifests, blobs, each redirect hop, token realm requests — goes through
+//! the client's connector gate ([`super::connector`], which checks scheme, host *and* port of
+//! every connection it would open; a refusal comes back as [`TransportError::Policy`]), and
+//! it attaches an `Authorization` value only where [`EgressPolicy::may_send_credentials`]
+//! allows; bounded whole-body reads ([`read_limited`]), the short summary of a registry error
+//! body ([`error_summary`]), and how a transport failure is classified for retries.
 //!
-//! Must never: follow a redirect (the client is built without), send to a host:port the
+//! Must never: follow a redirect (the client is built without), reach a host:port the
 //! policy refuses, or let a URL (a signed query string) into an error or a log.
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response};
 
+use super::connector::{self, DialRefused};
 use edgepull_core::egress::{EgressPolicy, PolicyError, redact_url};
 use edgepull_core::hostport::HostPort;
 use edgepull_core::retry::Failure;
@@ -26,7 +28,7 @@ pub(crate) const MAX_ERROR_BYTES: u64 = 1024 * 1024;
 /// Why a request or a body read failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TransportError {
-    /// The egress policy refused the host (or credentials for it).
+    /// The egress policy refused the host (at the connector) or credentials for it.
     #[error(transparent)]
     Policy(#[from] PolicyError),
     /// Connecting, sending or reading failed.
@@ -98,8 +100,9 @@ impl Transport {
         &self.policy
     }
 
-    /// Send one request. The URL's host:port must be allowed; `Authorization` is attached
-    /// only when that host may receive credentials (else the request is refused).
+    /// Send one request. The connector gate refuses a host:port the policy does not allow
+    /// (a [`TransportError::Policy`]); `Authorization` is attached only when that host may
+    /// receive credentials (else the request is refused before it is sent).
     pub(crate) async fn send(&self, request: Request) -> Result<Response, TransportError> {
         let Request {
             method,
@@ -111,13 +114,6 @@ impl Transport {
         let host = HostPort::from_url(&url).ok_or_else(|| PolicyError::NoHost {
             url: redact_url(&url),
         })?;
-        if !self.policy.may_connect(&host) {
-            return Err(PolicyError::HostNotAllowed {
-                host,
-                allowed: self.policy.allowlist(),
-            }
-            .into());
-        }
         let mut req = self.http.request(method, url).headers(headers);
         if let Some(a) = authorization {
             if !self.policy.may_send_credentials(&host) {
@@ -130,11 +126,17 @@ impl Transport {
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(body);
         }
-        // `without_url`: a signed data-endpoint URL must never reach an error message or log.
-        req.send().await.map_err(|source| TransportError::Network {
-            host,
-            source: source.without_url(),
-        })
+        req.send()
+            .await
+            .map_err(|source| match connector::refusal(&source) {
+                Some(DialRefused::Policy(e)) => TransportError::Policy(e.clone()),
+                Some(DialRefused::Unchecked) => PolicyError::DialUnchecked { host }.into(),
+                // `without_url`: a signed data-endpoint URL must never reach an error or a log.
+                None => TransportError::Network {
+                    host,
+                    source: source.without_url(),
+                },
+            })
     }
 }
 

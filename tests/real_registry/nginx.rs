@@ -3,11 +3,12 @@
 //! each on its own loopback address and the same port, serving the registry's storage root
 //! read-only with Range support. Each site logs to `<region>.log`, one line per request:
 //!
-//! `<unix time> <status> <method> <uri> range="<Range or ->" sent=<body bytes> auth=<yes|no> host=<Host> rt=<seconds>`
+//! `<unix time> <status> <method> <uri> range="<Range or ->" sent=<body bytes> auth=<yes|no> host=<Host> rt=<seconds> pauth=<yes|no>`
 //!
 //! (the time is when the request finished; `rt` is how long it took).
 //!
-//! `auth` says only whether an `Authorization` header arrived (a `map`), never its value.
+//! `auth` and `pauth` say only whether an `Authorization` / `Proxy-Authorization` header
+//! arrived (a `map`), never its value.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -102,8 +103,10 @@ impl Nginx {
              \x20 server_tokens off;\n\
              \x20 keepalive_timeout 30s;\n\
              \x20 map $http_authorization $auth_present {{ default yes; \"\" no; }}\n\
+             \x20 map $http_proxy_authorization $proxy_auth_present {{ default yes; \"\" no; }}\n\
              \x20 log_format data '$msec $status $request_method $uri range=\"$http_range\" \
-             sent=$body_bytes_sent auth=$auth_present host=$http_host rt=$request_time';\n",
+             sent=$body_bytes_sent auth=$auth_present host=$http_host rt=$request_time \
+             pauth=$proxy_auth_present';\n",
             pid = p(&dir.join("nginx.pid")),
             err = p(&error_log),
             tmp = p(&tmp),
@@ -209,6 +212,8 @@ pub(crate) struct DataLine {
     pub sent: u64,
     /// Whether an `Authorization` header came.
     pub auth: bool,
+    /// Whether a `Proxy-Authorization` header came.
+    pub proxy_auth: bool,
     pub host: String,
     /// `$request_time`: seconds from the first request byte to the log line.
     pub request_time: f64,
@@ -231,6 +236,11 @@ impl DataLine {
         };
         let host = it.next()?.strip_prefix("host=")?.to_string();
         let request_time = it.next()?.strip_prefix("rt=")?.parse().ok()?;
+        let proxy_auth = match it.next()?.strip_prefix("pauth=")? {
+            "yes" => true,
+            "no" => false,
+            _ => return None,
+        };
         Some(Self {
             t,
             status,
@@ -239,6 +249,7 @@ impl DataLine {
             range: (range != "-" && !range.is_empty()).then(|| range.to_string()),
             sent,
             auth,
+            proxy_auth,
             host,
             request_time,
             raw: line.to_string(),

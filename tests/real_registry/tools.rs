@@ -17,15 +17,21 @@ pub(crate) struct Tools {
     pub umoci: PathBuf,
     /// htpasswd (apache2-utils), for bcrypt.
     pub htpasswd: PathBuf,
+    /// tinyproxy, the HTTP CONNECT proxy.
+    pub tinyproxy: PathBuf,
+    /// unshare (util-linux): tinyproxy runs in a mount namespace with its own /etc/hosts.
+    pub unshare: PathBuf,
 }
 
 /// (program, Debian package) in the order they are looked for.
-const WANTED: [(&str, &str); 5] = [
+const WANTED: [(&str, &str); 7] = [
     ("docker-registry", "docker-registry"),
     ("nginx", "nginx-light"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
     ("htpasswd", "apache2-utils"),
+    ("tinyproxy", "tinyproxy"),
+    ("unshare", "util-linux"),
 ];
 
 fn find(program: &str) -> Option<PathBuf> {
@@ -73,5 +79,7 @@ pub(crate) fn tools() -> Option<Tools> {
         skopeo: next(),
         umoci: next(),
         htpasswd: next(),
+        tinyproxy: next(),
+        unshare: next(),
     })
 }

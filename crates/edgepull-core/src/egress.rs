@@ -2,7 +2,9 @@
 //! what to do with each response to a blob request.
 //!
 //! Owns: the host allowlist (login server, token realm hosts, data endpoints, proxy; the
-//! config's firewall lines come from [`allowlist`] too), the realm check, the blob redirect
+//! config's firewall lines come from [`allowlist`] too), the decision for every connection
+//! edgepull opens ([`EgressPolicy::dial`]: scheme, host and port, direct or through the
+//! proxy) and for every name it resolves, the realm check, the blob redirect
 //! rules (redirects are followed by hand, never by the HTTP client), where blobs may come
 //! from ([`BlobSource`], also the config's `registry.blob_source`) and URL redaction for
 //! logs. ACR host shapes come from [`crate::acr`]. Pure: no IO, no clock.
@@ -195,20 +197,56 @@ pub enum PolicyError {
     /// A request URL without a host.
     #[error("refusing a request to {url}: it names no host")]
     NoHost { url: String },
-    /// A request to a host outside the allowlist (the last line of defence: the redirect and
-    /// realm checks should have refused it earlier).
+    /// A connection to a host:port outside the allowlist, refused where the socket would be
+    /// opened ([`EgressPolicy::dial`]; the redirect and realm checks should have refused it
+    /// earlier).
     #[error(
         "refusing to connect to {}: it is not in the egress allowlist ({})",
         .host.with_port(),
         list(.allowed)
     )]
     HostNotAllowed { host: HostPort, allowed: Vec<HostPort> },
+    /// A `CONNECT` through the proxy to a host:port outside the allowlist.
+    #[error(
+        "refusing to ask proxy {} to connect to {}: it is not in the egress allowlist ({})",
+        .proxy.with_port(),
+        .host.with_port(),
+        list(.allowed)
+    )]
+    TunnelNotAllowed {
+        host: HostPort,
+        proxy: HostPort,
+        allowed: Vec<HostPort>,
+    },
+    /// A connection the HTTP client opened without showing it to [`EgressPolicy::dial`]
+    /// first: refused, since the gate fails closed.
+    #[error(
+        "refusing to connect to {}: the connection was not shown to the egress check before \
+         it would open (a bug in edgepull or its HTTP library; nothing was sent: report it)",
+        .host.with_port()
+    )]
+    DialUnchecked { host: HostPort },
+    /// A connection for a scheme other than `https`.
+    #[error(
+        "refusing to connect to {} for {scheme}://: edgepull only opens https connections",
+        .host.with_port()
+    )]
+    DialNotHttps { scheme: String, host: HostPort },
     /// Credentials were about to go to a host that may not receive them.
     #[error(
         "refusing to send credentials to {}: only the login server and the token realm receive them",
         .host.with_port()
     )]
     CredentialsRefused { host: HostPort },
+}
+
+/// How a connection to an allowed host:port is opened ([`EgressPolicy::dial`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dial {
+    /// A TCP connection to the host:port itself.
+    Direct,
+    /// A TCP connection to this proxy, then `CONNECT host:port`.
+    Tunnel(HostPort),
 }
 
 /// What to do with a response to a blob request.
@@ -294,12 +332,64 @@ impl EgressPolicy {
         )
     }
 
-    /// Whether a connection to `hp` is allowed.
-    pub fn may_connect(&self, hp: &HostPort) -> bool {
-        *hp == self.login
-            || self.realm_hosts.contains(hp)
-            || self.is_data_endpoint(hp)
-            || self.proxy.as_ref() == Some(hp)
+    /// Whether `hp` is an endpoint edgepull talks HTTPS to: the login server, a realm host
+    /// or a data endpoint. The proxy is not one: it is only ever dialled to tunnel to these.
+    pub fn is_endpoint(&self, hp: &HostPort) -> bool {
+        *hp == self.login || self.realm_hosts.contains(hp) || self.is_data_endpoint(hp)
+    }
+
+    /// How to open a connection for `scheme://target`, or why not: the one decision every
+    /// socket edgepull opens goes through. Only `https`, only to an endpoint
+    /// ([`EgressPolicy::is_endpoint`]: host *and* port compared, an IP literal only when it
+    /// is configured as such), and, with a proxy, always through it: the proxy dial goes to
+    /// the configured proxy and nowhere else, the `CONNECT` target is the checked endpoint.
+    pub fn dial(&self, scheme: &str, target: &HostPort) -> Result<Dial, PolicyError> {
+        if scheme != "https" {
+            return Err(PolicyError::DialNotHttps {
+                scheme: scheme.chars().take(16).collect(),
+                host: target.clone(),
+            });
+        }
+        if !self.is_endpoint(target) {
+            let allowed = self.endpoints();
+            return Err(match &self.proxy {
+                Some(proxy) => PolicyError::TunnelNotAllowed {
+                    host: target.clone(),
+                    proxy: proxy.clone(),
+                    allowed,
+                },
+                None => PolicyError::HostNotAllowed {
+                    host: target.clone(),
+                    allowed,
+                },
+            });
+        }
+        Ok(match &self.proxy {
+            Some(proxy) => Dial::Tunnel(proxy.clone()),
+            None => Dial::Direct,
+        })
+    }
+
+    /// Whether edgepull itself may look `host` up in DNS: with a proxy only the proxy's name
+    /// (the proxy resolves the endpoints), without one only the endpoints' names.
+    pub fn may_resolve(&self, host: &str) -> bool {
+        match &self.proxy {
+            Some(proxy) => proxy.host().eq_ignore_ascii_case(host),
+            None => self
+                .endpoints()
+                .iter()
+                .any(|hp| hp.host().eq_ignore_ascii_case(host)),
+        }
+    }
+
+    /// The proxy, if connections go through one.
+    pub fn proxy(&self) -> Option<&HostPort> {
+        self.proxy.as_ref()
+    }
+
+    /// Login server, realm hosts and data endpoints (the allowlist without the proxy).
+    fn endpoints(&self) -> Vec<HostPort> {
+        allowlist(&self.login, &self.realm_hosts, &self.data_endpoints, None)
     }
 
     /// Whether `Authorization` (Basic or Bearer) may be sent to `hp`: the login server and

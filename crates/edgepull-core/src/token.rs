@@ -1,20 +1,38 @@
 //! The token endpoint's reply (Docker token flow / OAuth2), parsed into a typed value.
 //!
 //! Owns: reading `token` / `access_token`, `expires_in` and `issued_at` from the JSON reply,
-//! the lifetime assumed when `expires_in` is absent, and how long before its expiry a token
-//! is replaced ([`refresh_margin`]). Lifetimes are `Duration`s: the shell anchors them on its
-//! own monotonic clock when the reply arrives.
+//! the lifetime assumed when `expires_in` is absent or unusable, the bounds every lifetime is
+//! clamped to ([`DEFAULT_TOKEN_LIFETIME`], [`MAX_TOKEN_LIFETIME`]), and how long before its
+//! expiry a token is replaced ([`refresh_margin`]). Lifetimes are `Duration`s: the shell
+//! anchors them on its own monotonic clock when the reply arrives (with checked arithmetic).
 //!
-//! Must never: read a clock, print a token (`Debug` shows `[REDACTED]`), or accept a token
-//! that could not travel in an `Authorization` header.
+//! `expires_in`, decided here once:
+//! - absent, not a number, `0`, negative: [`DEFAULT_TOKEN_LIFETIME`] (60 s). The spec
+//!   defaults to 60 s when it is omitted and says servers never issue less than 60 s, so 0 and
+//!   negatives are non-compliant; if such a token really is dead, the registry answers `401
+//!   invalid_token` and the client fetches a new one once (the normal path);
+//! - positive: that many seconds (a fraction rounds down, but to no less than 1 s), at most
+//!   [`MAX_TOKEN_LIFETIME`] (24 h): a reply of `9223372036854775807` is a day, not an
+//!   overflow;
+//! - a number JSON cannot hold (`1e400`) makes the reply unusable ([`TokenReplyError::NotJson`]).
+//!
+//! `issued_at` is informational: a device clock may be wrong, so the lifetime counts from
+//! receipt and an `issued_at` far in the future or the past changes nothing.
+//!
+//! Must never: read a clock, print a token (`Debug` shows `[REDACTED]`), accept a token that
+//! could not travel in an `Authorization` header, or hand out a lifetime outside
+//! 1 s..=[`MAX_TOKEN_LIFETIME`].
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-/// Lifetime assumed when the token server sends no `expires_in` (distribution spec).
+/// Lifetime assumed when the token server sends no usable `expires_in` (distribution spec).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The longest lifetime believed, whatever the server says (a day; ACR's tokens live hours).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a token reply is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -48,21 +66,21 @@ impl fmt::Debug for TokenReply {
     }
 }
 
-/// The reply as sent: unknown fields are ignored, and so is an `issued_at` that is not a
-/// string (it was never relied on).
+/// The reply as sent: unknown fields are ignored, and so are an `expires_in` that is not a
+/// number and an `issued_at` that is not a string (`lifetime` and [`TokenReply::parse`]).
 #[derive(Deserialize)]
 struct Wire {
     token: Option<String>,
     access_token: Option<String>,
-    expires_in: Option<i64>,
+    expires_in: Option<serde_json::Value>,
     issued_at: Option<serde_json::Value>,
 }
 
 impl TokenReply {
     /// Parse a reply body: the first non-empty of `token` and `access_token`; the lifetime
-    /// is `expires_in` when positive, else [`DEFAULT_TOKEN_LIFETIME`]; `issued_at` is kept
-    /// when it is an RFC 3339 time (informational: expiry counts from receipt, since a
-    /// device clock may be wrong).
+    /// from `expires_in` as the module docs say; `issued_at` is kept when it
+    /// is an RFC 3339 time (informational: expiry counts from receipt, since a device clock
+    /// may be wrong).
     pub fn parse(body: &[u8]) -> Result<Self, TokenReplyError> {
         let wire: Wire = serde_json::from_slice(body).map_err(TokenReplyError::NotJson)?;
         let token = match (wire.token, wire.access_token) {
@@ -73,10 +91,7 @@ impl TokenReply {
         if !header_safe(&token) {
             return Err(TokenReplyError::NotHeaderSafe);
         }
-        let lifetime = match wire.expires_in {
-            Some(s) if s > 0 => Duration::from_secs(s as u64),
-            _ => DEFAULT_TOKEN_LIFETIME,
-        };
+        let lifetime = lifetime(wire.expires_in.as_ref());
         let issued_at = match wire.issued_at {
             Some(serde_json::Value::String(s)) => parse_rfc3339(&s),
             _ => None,
@@ -93,7 +108,7 @@ impl TokenReply {
         &self.token
     }
 
-    /// How long the token is valid from receipt.
+    /// How long the token is valid from receipt: 1 s..=[`MAX_TOKEN_LIFETIME`].
     pub fn lifetime(&self) -> Duration {
         self.lifetime
     }
@@ -109,9 +124,32 @@ impl TokenReply {
     }
 }
 
-/// How long before expiry a token is replaced: a tenth of its life, 1–30 s.
+/// The lifetime an `expires_in` value gives (see the module docs): positive numbers of
+/// seconds clamped to 1 s..=[`MAX_TOKEN_LIFETIME`], anything else [`DEFAULT_TOKEN_LIFETIME`].
+fn lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
+    let Some(serde_json::Value::Number(n)) = expires_in else {
+        return DEFAULT_TOKEN_LIFETIME;
+    };
+    let max = MAX_TOKEN_LIFETIME.as_secs();
+    let secs = match (n.as_u64(), n.as_f64()) {
+        (Some(whole), _) => whole.min(max),
+        // Negative integers, fractions and integers past u64: as f64, NaN-free (JSON has none).
+        (None, Some(f)) if f > 0.0 => (f.min(max as f64) as u64).max(1),
+        _ => 0,
+    };
+    if secs == 0 {
+        DEFAULT_TOKEN_LIFETIME
+    } else {
+        Duration::from_secs(secs)
+    }
+}
+
+/// How long before expiry a token is replaced: a tenth of its life, 1–30 s, but never more
+/// than half of it (a 1 s token is still good for the request it was fetched for).
 pub fn refresh_margin(lifetime: Duration) -> Duration {
-    (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    (lifetime / 10)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30))
+        .min(lifetime / 2)
 }
 
 /// What an HTTP header value may hold (visible ASCII, space, tab and non-ASCII bytes; no
@@ -226,6 +264,74 @@ mod tests {
         }
     }
 
+    /// Weakness 1 (issue 9): every `expires_in` a server can send gives a lifetime in
+    /// 1 s..=24 h, so anchoring it on a clock cannot overflow.
+    #[test]
+    fn expires_in_table() {
+        let day = MAX_TOKEN_LIFETIME;
+        let cases: &[(&str, Duration)] = &[
+            ("300", S(300)),
+            ("1", S(1)),
+            ("86400", day),
+            ("86401", day),
+            ("9223372036854775807", day),
+            ("18446744073709551615", day),
+            ("18446744073709551616", day),
+            ("1e30", day),
+            ("99999999999999999999999", day),
+            ("300.9", S(300)),
+            ("0.25", S(1)),
+            // Missing, zero, negative or not a number: the spec's 60 s default.
+            ("null", DEFAULT_TOKEN_LIFETIME),
+            ("0", DEFAULT_TOKEN_LIFETIME),
+            ("-0", DEFAULT_TOKEN_LIFETIME),
+            ("0.0", DEFAULT_TOKEN_LIFETIME),
+            ("-1", DEFAULT_TOKEN_LIFETIME),
+            ("-9223372036854775808", DEFAULT_TOKEN_LIFETIME),
+            ("-1e30", DEFAULT_TOKEN_LIFETIME),
+            ("\"300\"", DEFAULT_TOKEN_LIFETIME),
+            ("true", DEFAULT_TOKEN_LIFETIME),
+            ("[300]", DEFAULT_TOKEN_LIFETIME),
+            ("{\"s\":300}", DEFAULT_TOKEN_LIFETIME),
+        ];
+        for (raw, want) in cases {
+            let body = format!(r#"{{"token":"t","expires_in":{raw}}}"#);
+            let t = TokenReply::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(t.lifetime(), *want, "expires_in {raw}");
+            assert!(t.renew_after() < t.lifetime(), "expires_in {raw}");
+            assert!(
+                t.renew_after() >= t.lifetime() / 2,
+                "usable at once: expires_in {raw}"
+            );
+            assert!(t.renew_after() <= MAX_TOKEN_LIFETIME, "expires_in {raw}");
+        }
+        let t = TokenReply::parse(br#"{"token":"t"}"#).unwrap();
+        assert_eq!(t.lifetime(), DEFAULT_TOKEN_LIFETIME, "missing");
+        // A number no JSON reader holds: the reply is unusable (a named error, not a panic).
+        assert!(matches!(
+            TokenReply::parse(br#"{"token":"t","expires_in":1e400}"#),
+            Err(TokenReplyError::NotJson(_))
+        ));
+    }
+
+    /// `issued_at` in the far future or past does not move the lifetime (it counts from
+    /// receipt).
+    #[test]
+    fn issued_at_never_moves_the_lifetime() {
+        for issued_at in [
+            "9999-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "2262-04-11T23:47:16.854775807Z",
+            "not a time",
+        ] {
+            let body = format!(r#"{{"token":"t","expires_in":300,"issued_at":"{issued_at}"}}"#);
+            let t = TokenReply::parse(body.as_bytes()).unwrap();
+            assert_eq!(t.lifetime(), S(300), "{issued_at}");
+            assert_eq!(t.renew_after(), S(270), "{issued_at}");
+        }
+    }
+
     #[test]
     fn issued_at_table() {
         let at = |secs: u64| Some(SystemTime::UNIX_EPOCH + S(secs));
@@ -265,6 +371,8 @@ mod tests {
 
     #[test]
     fn margins() {
+        assert_eq!(refresh_margin(S(1)), Duration::from_millis(500));
+        assert_eq!(refresh_margin(S(2)), S(1));
         assert_eq!(refresh_margin(S(10)), S(1));
         assert_eq!(refresh_margin(S(120)), S(12));
         assert_eq!(refresh_margin(S(3 * 3600)), S(30));

@@ -1,5 +1,5 @@
 //! The regional data endpoints: blob bytes for valid, unexpired signed links, with Range
-//! support and the body misbehaviours. `serve_blob` is shared with the login server's
+//! support, the body misbehaviours and redirects of their own (`data_redirect`). `serve_blob` is shared with the login server's
 //! `blob_direct` mode.
 
 use std::time::Instant;
@@ -8,12 +8,12 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{
     ACCEPT_RANGES, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap,
-    HeaderName, RANGE,
+    HeaderName, LOCATION, RANGE,
 };
 use hyper::{Method, Request, Response};
 
 use super::body::{FakeBody, Shaping};
-use super::state::{Knobs, ServerName, Shared, lock};
+use super::state::{DataRedirect, Knobs, ServerName, Shared, lock};
 use super::wire::{header_str, respond};
 use edgepull_core::oci::Digest;
 
@@ -40,7 +40,7 @@ pub(crate) fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>
     let sig = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "sig")
         .map(|(_, v)| v.into_owned());
-    let digest = {
+    let (digest, depth) = {
         let links = lock(&shared.links);
         let Some(link) = links.get(id) else {
             return denied("Signature did not match.");
@@ -51,11 +51,14 @@ pub(crate) fn handle(shared: &Shared, server: ServerName, req: Request<Incoming>
         if link.expires <= Instant::now() {
             return denied("Signed expiry time has passed.");
         }
-        link.digest
+        (link.digest, link.depth)
     };
     let injected = lock(&shared.knobs).data_fail_next.pop_front();
     if let Some((status, retry_after)) = injected {
         return injected_error(status, retry_after);
+    }
+    if let Some(location) = redirect(shared, server, &req, digest, depth) {
+        return respond(307, &[(LOCATION, location)], FakeBody::empty());
     }
     let Some(data) = lock(&shared.content).blobs.get(&digest).cloned() else {
         return storage_error(404, "BlobNotFound", "The specified blob does not exist.");
@@ -83,6 +86,38 @@ fn injected_error(status: u16, retry_after: Option<String>) -> Response<FakeBody
         resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
     }
     resp
+}
+/// The `Location` the `data_redirect` knob sends for a valid link `depth` data hops into
+/// its chain, if any.
+fn redirect(
+    shared: &Shared,
+    server: ServerName,
+    req: &Request<Incoming>,
+    digest: Digest,
+    depth: u32,
+) -> Option<String> {
+    let (redirect, ttl) = {
+        let k = lock(&shared.knobs);
+        (k.data_redirect.clone()?, k.link_ttl)
+    };
+    Some(match redirect {
+        DataRedirect::To(location) => location,
+        DataRedirect::Chain(n) if depth >= n => return None,
+        DataRedirect::Chain(_) => {
+            let other = if server == ServerName::EastUs {
+                "westus"
+            } else {
+                "eastus"
+            };
+            shared.signed_link(other, digest, ttl, depth + 1)
+        }
+        DataRedirect::Loop => format!(
+            "https://{}:{}{}",
+            server.host(),
+            shared.ports.of(server),
+            req.uri().path_and_query().map_or("/", |p| p.as_str())
+        ),
+    })
 }
 
 fn denied(message: &str) -> Response<FakeBody> {

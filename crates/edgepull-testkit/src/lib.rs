@@ -6,7 +6,10 @@
 //! - the login server `contoso.azurecr.test` (`/v2/`, manifests, blob GETs answered with a
 //!   307 to a signed, expiring link on a data endpoint, and the token realm `/oauth2/token`);
 //! - a separate token realm `auth.contoso.test`;
-//! - the data endpoints `contoso.eastus.data.azurecr.test` and `contoso.westus.data.azurecr.test`.
+//! - the data endpoints `contoso.eastus.data.azurecr.test` and `contoso.westus.data.azurecr.test`;
+//!
+//! and a fifth, the foreign listener ([`FakeRegistry::foreign_addr`]): a host no config
+//! allows, which counts the connections it should never get.
 //!
 //! Clients reach the names by pinning them to [`FakeRegistry::ip`] (the edgepull config's
 //! `resolve` map, or reqwest's `resolve`). [`Knobs`] switch on misbehaviours at runtime,
@@ -18,6 +21,7 @@
 mod body;
 mod data;
 mod login;
+mod proxy;
 mod server;
 mod state;
 pub mod tls;
@@ -40,9 +44,10 @@ use edgepull_core::hostport::HostPort;
 use edgepull_core::oci::manifest::{DescriptorPlatform, OCI_INDEX, OCI_MANIFEST};
 use edgepull_core::oci::{Descriptor, Digest, ImageIndex, ImageManifest, Platform};
 
+pub use proxy::{ConnectProxy, ConnectRecord};
 pub use state::{
-    AUTH_HOST, AuthMode, CertMode, FakeOptions, Knobs, LOGIN_HOST, REGIONS, RawManifest, RequestRecord,
-    ServerName, TokenField,
+    AUTH_HOST, AuthMode, CertMode, DataRedirect, FakeOptions, Knobs, LOGIN_HOST, REGIONS, RawManifest,
+    RequestRecord, ServerName, TokenField,
 };
 use state::{Ports, Shared, data_host, lock};
 
@@ -115,12 +120,15 @@ impl FakeRegistry {
             l.set_nonblocking(true)?;
             listeners.push(l);
         }
+        let foreign = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        foreign.set_nonblocking(true)?;
         let port = |i: usize| listeners[i].local_addr().map(|a| a.port());
         let ports = Ports {
             login: port(0)?,
             auth: port(1)?,
             eastus: port(2)?,
             westus: port(3)?,
+            foreign: foreign.local_addr()?.port(),
         };
         let shared = Arc::new(Shared::new(opts, ports));
         let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config);
@@ -130,6 +138,8 @@ impl FakeRegistry {
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
                 runtime.spawn(server::serve(listener, acceptor.clone(), shared.clone(), server));
             }
+            let foreign = tokio::net::TcpListener::from_std(foreign)?;
+            runtime.spawn(server::serve_foreign(foreign, acceptor.clone(), shared.clone()));
         }
         Ok(Self {
             shared,
@@ -179,6 +189,14 @@ impl FakeRegistry {
             .iter()
             .map(|s| (s.host(), self.socket_addr(*s)))
             .collect()
+    }
+
+    /// The foreign listener: a TLS server on 127.0.0.1 that no edgepull config allows. It
+    /// answers every request 404 and counts connections ([`FakeRegistry::foreign_connections`]).
+    /// Its certificate is the fake's (valid for `localhost` and `127.0.0.1`), so a client
+    /// that wrongly dialled it would get as far as sending a request.
+    pub fn foreign_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip(), self.shared.ports.foreign)
     }
 
     /// The CA certificate (PEM) that signed the servers' certificate.
@@ -378,6 +396,11 @@ impl FakeRegistry {
         self.update_knobs(|k| k.realm_override = realm.map(str::to_string));
     }
 
+    /// Data endpoints redirect valid blob links (`None` restores the bytes).
+    pub fn set_data_redirect(&self, redirect: Option<DataRedirect>) {
+        self.update_knobs(|k| k.data_redirect = redirect);
+    }
+
     /// Blob responses ignore `Range`.
     pub fn set_ignore_range(&self, on: bool) {
         self.update_knobs(|k| k.ignore_range = on);
@@ -450,6 +473,12 @@ impl FakeRegistry {
         self.update_knobs(|k| k.omit_expires_in = on);
     }
 
+    /// Send `raw` (JSON text, unchecked) as `expires_in` in token replies; `None` restores
+    /// the token lifetime.
+    pub fn set_expires_in_raw(&self, raw: Option<&str>) {
+        self.update_knobs(|k| k.expires_in_raw = raw.map(str::to_string));
+    }
+
     /// Which field names the token in token replies.
     pub fn set_token_field(&self, field: TokenField) {
         self.update_knobs(|k| k.token_field = field);
@@ -497,12 +526,19 @@ impl FakeRegistry {
         self.shared.connections(server)
     }
 
+    /// TCP connections the foreign listener accepted since the start or the last
+    /// `clear_log`.
+    pub fn foreign_connections(&self) -> u64 {
+        self.shared.foreign_connections.load(Ordering::Relaxed)
+    }
+
     /// Forget the request log and reset the connection counters.
     pub fn clear_log(&self) {
         lock(&self.shared.log).clear();
         for c in &self.shared.connections {
             c.store(0, Ordering::Relaxed);
         }
+        self.shared.foreign_connections.store(0, Ordering::Relaxed);
     }
 
     // ----- client configuration -----

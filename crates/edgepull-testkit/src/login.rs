@@ -1,7 +1,7 @@
 //! The login server: `/v2/`, manifests, blob redirects to signed data-endpoint links, and
 //! the token realm at `/oauth2/token`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION};
@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response};
 
 use super::body::FakeBody;
 use super::data;
-use super::state::{AUTH_HOST, AuthMode, LOGIN_HOST, Link, RawManifest, Shared, data_host, lock, random_hex};
+use super::state::{AUTH_HOST, AuthMode, LOGIN_HOST, RawManifest, Shared, lock};
 use super::token;
 use super::wire::{basic_credentials, error, error_with, json, respond, scheme_value};
 use edgepull_core::oci::Digest;
@@ -283,47 +283,9 @@ fn blob(shared: &Shared, headers: &HeaderMap, head: bool, repo: &str, reference:
     if direct {
         return data::serve_blob(shared, &digest, data, headers, false, true);
     }
-    let location = location_override.unwrap_or_else(|| signed_link(shared, &region, digest, ttl));
+    let location = location_override.unwrap_or_else(|| shared.signed_link(&region, digest, ttl, 0));
     let headers = [(LOCATION, location), (DOCKER_CONTENT_DIGEST, digest.to_string())];
     respond(307, &headers, FakeBody::empty())
-}
-
-/// Register a link to `digest` on `region`'s data endpoint, valid for `ttl`.
-fn signed_link(shared: &Shared, region: &str, digest: Digest, ttl: Duration) -> String {
-    let id = random_hex(16);
-    let sig = random_hex(32);
-    let se = SystemTime::now()
-        .checked_add(ttl)
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let now = Instant::now();
-    let expired = {
-        let mut k = lock(&shared.knobs);
-        let expired = k.expired_links_next > 0;
-        k.expired_links_next = k.expired_links_next.saturating_sub(1);
-        expired
-    };
-    let link = Link {
-        region: region.to_string(),
-        digest,
-        sig: sig.clone(),
-        expires: if expired {
-            now
-        } else {
-            now.checked_add(ttl).unwrap_or(now)
-        },
-    };
-    {
-        let mut links = lock(&shared.links);
-        links.retain(|_, l| l.expires > now);
-        links.insert(id.clone(), link);
-    }
-    format!(
-        "https://{}:{}/blob/{id}?sig={sig}&se={se}",
-        data_host(region),
-        shared.ports.region(region)
-    )
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The TLS accept loop shared by all servers: routes each request to its server (login,
-//! token realm, data endpoints) and logs it.
+//! token realm, data endpoints) and logs it; and the foreign listener's loop.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::body::FakeBody;
 use super::state::{LogEntry, RequestRecord, ServerName, Shared, lock};
-use super::wire::{auth_scheme, header_str, redact_query, truncate};
+use super::wire::{auth_scheme, error, header_str, redact_query, truncate};
 use super::{data, login, token};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +49,34 @@ pub(crate) async fn serve(
                 async move { Ok::<_, Infallible>(handle(&shared, server, req).await) }
             });
             // Errors here are client disconnects or deliberate cuts.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
+
+/// The foreign listener: count every TCP connection, then answer every request 404.
+pub(crate) async fn serve_foreign(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        shared
+            .foreign_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
+                return;
+            };
+            let service = service_fn(|_req: Request<Incoming>| async {
+                Ok::<_, Infallible>(error(404, "NOT_FOUND", "the foreign listener serves nothing"))
+            });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
                 .await;

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -160,6 +160,9 @@ pub struct Knobs {
     pub token_ttl: Duration,
     /// Leave `expires_in` out of token replies.
     pub omit_expires_in: bool,
+    /// Send this raw JSON text as `expires_in` (e.g. `9223372036854775807`, `-1`, `"300"`)
+    /// instead of the token lifetime; the registry still honours `token_ttl`.
+    pub expires_in_raw: Option<String>,
     /// Which field names the token in token replies.
     pub token_field: TokenField,
     /// Data endpoints answer 400 `InvalidAuthenticationInfo` to requests that carry an
@@ -194,6 +197,21 @@ pub struct Knobs {
     /// `Some(n)`: after `n` more authorized manifest/blob requests on the login server, the
     /// next one revokes its token and is answered 401 `error="invalid_token"` (once).
     pub invalid_token_after: Option<u32>,
+    /// Data endpoints answer valid blob links with a 307 instead of the bytes.
+    pub data_redirect: Option<DataRedirect>,
+}
+
+/// How a data endpoint redirects a valid blob link (`Knobs::data_redirect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataRedirect {
+    /// To this raw `Location`, every time.
+    To(String),
+    /// To a fresh signed link on the other region's endpoint (eastus ↔ westus), `n` times
+    /// for every blob request: login → eastus → westus → … → the bytes after `n` data
+    /// hops. A chain among data endpoints.
+    Chain(u32),
+    /// To the very URL requested, every time (a loop).
+    Loop,
 }
 
 impl Default for Knobs {
@@ -217,6 +235,7 @@ impl Default for Knobs {
             link_ttl: Duration::from_secs(20 * 60),
             token_ttl: Duration::from_secs(300),
             omit_expires_in: false,
+            expires_in_raw: None,
             token_field: TokenField::default(),
             data_rejects_authorization: true,
             stall_after: None,
@@ -230,6 +249,7 @@ impl Default for Knobs {
             docker_content_digest_override: None,
             token_reply_override: None,
             invalid_token_after: None,
+            data_redirect: None,
         }
     }
 }
@@ -296,6 +316,8 @@ pub(crate) struct Link {
     pub digest: Digest,
     pub sig: String,
     pub expires: Instant,
+    /// Data-endpoint redirects before this link (0 for the login server's).
+    pub depth: u32,
 }
 
 /// Blobs, manifests and tags.
@@ -327,13 +349,14 @@ impl Content {
     }
 }
 
-/// Ports of the four servers.
+/// Ports of the four servers, and of the foreign listener.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ports {
     pub login: u16,
     pub auth: u16,
     pub eastus: u16,
     pub westus: u16,
+    pub foreign: u16,
 }
 
 impl Ports {
@@ -365,6 +388,8 @@ pub(crate) struct Shared {
     pub links: Mutex<HashMap<String, Link>>,
     pub log: Mutex<Vec<LogEntry>>,
     pub connections: [AtomicU64; 4],
+    /// TCP connections the foreign listener accepted.
+    pub foreign_connections: AtomicU64,
 }
 
 impl Shared {
@@ -378,7 +403,48 @@ impl Shared {
             links: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             connections: Default::default(),
+            foreign_connections: AtomicU64::new(0),
         }
+    }
+
+    /// Register a link to `digest` on `region`'s data endpoint, valid for `ttl`, `depth`
+    /// data-endpoint redirects into a chain (0 from the login server); returns its URL.
+    pub(crate) fn signed_link(&self, region: &str, digest: Digest, ttl: Duration, depth: u32) -> String {
+        let id = random_hex(16);
+        let sig = random_hex(32);
+        let se = SystemTime::now()
+            .checked_add(ttl)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let now = Instant::now();
+        let expired = {
+            let mut k = lock(&self.knobs);
+            let expired = k.expired_links_next > 0;
+            k.expired_links_next = k.expired_links_next.saturating_sub(1);
+            expired
+        };
+        let link = Link {
+            region: region.to_string(),
+            digest,
+            sig: sig.clone(),
+            expires: if expired {
+                now
+            } else {
+                now.checked_add(ttl).unwrap_or(now)
+            },
+            depth,
+        };
+        {
+            let mut links = lock(&self.links);
+            links.retain(|_, l| l.expires > now);
+            links.insert(id.clone(), link);
+        }
+        format!(
+            "https://{}:{}/blob/{id}?sig={sig}&se={se}",
+            data_host(region),
+            self.ports.region(region)
+        )
     }
 
     pub(crate) fn count_connection(&self, server: ServerName) {

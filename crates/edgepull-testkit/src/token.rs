@@ -110,11 +110,12 @@ fn granted_repos(params: &[(String, String)]) -> HashSet<String> {
 }
 
 fn issue(shared: &Shared, params: &[(String, String)]) -> Response<FakeBody> {
-    let (ttl, omit_expires_in, field, reply_override) = {
+    let (ttl, omit_expires_in, expires_in_raw, field, reply_override) = {
         let k = lock(&shared.knobs);
         (
             k.token_ttl,
             k.omit_expires_in,
+            k.expires_in_raw.clone(),
             k.token_field,
             k.token_reply_override.clone(),
         )
@@ -142,8 +143,14 @@ fn issue(shared: &Shared, params: &[(String, String)]) -> Response<FakeBody> {
     if matches!(field, TokenField::AccessToken | TokenField::Both) {
         reply.insert("access_token".into(), token.into());
     }
-    if !omit_expires_in {
+    if !omit_expires_in && expires_in_raw.is_none() {
         reply.insert("expires_in".into(), ttl.as_secs().into());
     }
-    json(200, serde_json::Value::Object(reply).to_string(), &[])
+    let mut text = serde_json::Value::Object(reply).to_string();
+    if let Some(raw) = expires_in_raw {
+        // Spliced in as text: it may be a number no JSON library would write.
+        text.pop();
+        text.push_str(&format!(",\"expires_in\":{raw}}}"));
+    }
+    json(200, text, &[])
 }

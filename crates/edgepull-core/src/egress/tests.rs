@@ -95,15 +95,142 @@ fn allowlist_is_deduplicated_and_ordered() {
     .map(|s| h(s))
     .collect();
     assert_eq!(p.allowlist(), want);
-    for hp in &want {
-        assert!(p.may_connect(hp), "{hp:?}");
+    for hp in &want[..4] {
+        assert!(p.is_endpoint(hp), "{hp:?}");
     }
     for denied in [
         "evil.example",
         "contoso.azurecr.io:444",
         "acct.blob.core.windows.net",
+        // The proxy is dialled only to tunnel; it is no endpoint of its own.
+        "proxy.local:3128",
     ] {
-        assert!(!p.may_connect(&h(denied)), "{denied}");
+        assert!(!p.is_endpoint(&h(denied)), "{denied}");
+    }
+}
+
+/// Every socket edgepull opens: scheme, host *and* port, direct or through the proxy
+/// (issue 9, weakness 5).
+#[test]
+fn dial_table() {
+    let direct = policy(BlobSource::DataEndpoint);
+    let proxied = policy(BlobSource::DataEndpoint).with_proxy(h("proxy.local:3128"));
+    let ip_login = EgressPolicy::new(
+        h("10.0.0.5:5000"),
+        vec![h(EAST)],
+        vec![],
+        BlobSource::DataEndpoint,
+    )
+    .unwrap();
+    enum Want {
+        Direct,
+        Tunnel,
+        Refused(&'static str),
+        Tunnel403(&'static str),
+        NotHttps,
+    }
+    let cases: &[(&EgressPolicy, &str, &str, Want)] = &[
+        (&direct, "https", LOGIN, Want::Direct),
+        (&direct, "https", "CONTOSO.AzureCR.io:443", Want::Direct),
+        (&direct, "https", EAST, Want::Direct),
+        (&direct, "https", REALM_HOST, Want::Direct),
+        // Right host, other port.
+        (
+            &direct,
+            "https",
+            "contoso.azurecr.io:8443",
+            Want::Refused("contoso.azurecr.io:8443"),
+        ),
+        (
+            &direct,
+            "https",
+            "auth.contoso.example",
+            Want::Refused("auth.contoso.example:443"),
+        ),
+        // IP literals are not names on the list.
+        (&direct, "https", "127.0.0.1:443", Want::Refused("127.0.0.1:443")),
+        (&direct, "https", "[::1]:443", Want::Refused("[::1]:443")),
+        (
+            &direct,
+            "https",
+            "contoso.westus.data.azurecr.io",
+            Want::Refused("contoso.westus"),
+        ),
+        (
+            &direct,
+            "https",
+            "xn--contso-3ve.azurecr.io",
+            Want::Refused("xn--contso-3ve"),
+        ),
+        (&direct, "http", LOGIN, Want::NotHttps),
+        (&direct, "ftp", EAST, Want::NotHttps),
+        // An IP literal configured as the login server is allowed, on its port only.
+        (&ip_login, "https", "10.0.0.5:5000", Want::Direct),
+        (&ip_login, "https", "10.0.0.5:443", Want::Refused("10.0.0.5:443")),
+        // Through the proxy: only endpoints, and never the proxy itself as a target.
+        (&proxied, "https", LOGIN, Want::Tunnel),
+        (&proxied, "https", EAST, Want::Tunnel),
+        (
+            &proxied,
+            "https",
+            "evil.example",
+            Want::Tunnel403("evil.example:443"),
+        ),
+        (
+            &proxied,
+            "https",
+            "proxy.local:3128",
+            Want::Tunnel403("proxy.local:3128"),
+        ),
+        (
+            &proxied,
+            "https",
+            "contoso.azurecr.io:444",
+            Want::Tunnel403("contoso.azurecr.io:444"),
+        ),
+        (&proxied, "http", LOGIN, Want::NotHttps),
+    ];
+    for (p, scheme, target, want) in cases {
+        let got = p.dial(scheme, &h(target));
+        let ok = match (want, &got) {
+            (Want::Direct, Ok(Dial::Direct)) => true,
+            (Want::Tunnel, Ok(Dial::Tunnel(proxy))) => *proxy == h("proxy.local:3128"),
+            (Want::Refused(named), Err(e @ PolicyError::HostNotAllowed { .. })) => {
+                e.to_string().contains(named) && !e.to_string().contains("proxy")
+            }
+            (Want::Tunnel403(named), Err(e @ PolicyError::TunnelNotAllowed { .. })) => {
+                let m = e.to_string();
+                m.contains(named) && m.contains("proxy.local:3128")
+            }
+            (Want::NotHttps, Err(PolicyError::DialNotHttps { .. })) => true,
+            _ => false,
+        };
+        assert!(ok, "{scheme}://{target}: {got:?}");
+    }
+    // The allowed list named in a refusal is the endpoints, not the proxy.
+    let msg = proxied.dial("https", &h("evil.example")).unwrap_err().to_string();
+    assert!(msg.contains("contoso.azurecr.io:443"), "{msg}");
+    assert!(!msg.contains("(proxy.local:3128"), "{msg}");
+}
+
+#[test]
+fn may_resolve_table() {
+    let direct = policy(BlobSource::DataEndpoint);
+    let proxied = policy(BlobSource::DataEndpoint).with_proxy(h("Proxy.Local:3128"));
+    for (p, host, want) in [
+        (&direct, LOGIN, true),
+        (&direct, "Contoso.AzureCR.io", true),
+        (&direct, EAST, true),
+        (&direct, "auth.contoso.example", true),
+        (&direct, "evil.example", false),
+        (&direct, "proxy.local", false),
+        // With a proxy, the proxy resolves the endpoints; edgepull resolves only the proxy.
+        (&proxied, "proxy.local", true),
+        (&proxied, "PROXY.local", true),
+        (&proxied, LOGIN, false),
+        (&proxied, EAST, false),
+    ] {
+        assert_eq!(p.may_resolve(host), want, "{host}");
     }
 }
 
