@@ -69,7 +69,7 @@
 //! | `token_reply_without_a_token_is_refused` | Auth (77) "neither \"token\" nor \"access_token\"" | pass |
 //! | `token_expires_in_zero_uses_the_default_lifetime` | ok; one token request | pass |
 //! | `token_expires_in_negative_uses_the_default_lifetime` | ok; one token request | pass |
-//! | `token_expires_in_huge_is_clamped` | ok; one token request (no overflow) | ignored (weakness 1) |
+//! | `token_expires_in_huge_is_clamped` | ok; one token request (no overflow) | pass |
 //! <!-- matrix:end -->
 
 mod common;

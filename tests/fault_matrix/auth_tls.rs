@@ -127,7 +127,6 @@ fn token_expires_in_negative_uses_the_default_lifetime() {
 }
 
 #[test]
-#[ignore = "awaits weakness 1 fix (token lifetime clamp; today Instant + expires_in overflows and panics)"]
 fn token_expires_in_huge_is_clamped() {
     token_accepted(&format!(
         r#"{{"access_token":"{{token}}","expires_in":{}}}"#,
