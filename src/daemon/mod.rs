@@ -267,6 +267,10 @@ async fn open_store(cfg: &Config) -> Result<Store, DaemonError> {
     let store = Store::open(&cfg.store.path, cfg.store.lock_wait)
         .await
         .map_err(DaemonError::Store)?;
+    store
+        .scrub(cfg.store.verify_on_start)
+        .await
+        .map_err(DaemonError::Store)?;
     let repair = store.repair().await.map_err(DaemonError::Store)?;
     if !repair.deleted.is_empty() || !repair.dropped_previous.is_empty() {
         tracing::warn!(
