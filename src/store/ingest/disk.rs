@@ -165,11 +165,17 @@ fn try_resume(dir: &Path, digest: Digest, size: u64) -> Result<Option<(File, Has
             make_writable(&data)?;
             open_rw(&data).map_err(io_err("open", &data))?
         }
-        Err(e) => {
-            // A link or a special file where `data` should be: never followed, restarted.
-            tracing::warn!(digest = %digest, path = %data.display(), error = %e, "ingest data is not a plain file; restarting at 0");
+        // A link (ELOOP) or a special file (EINVAL) where `data` should be: never
+        // followed, restarted.
+        Err(e)
+            if [rustix::io::Errno::LOOP, rustix::io::Errno::INVAL]
+                .iter()
+                .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+        {
+            tracing::warn!(digest = %digest, path = %data.display(), "ingest data is not a plain file; restarting at 0");
             return Ok(None);
         }
+        Err(e) => return Err(io_err("open", &data)(e)),
     };
     let len = file.metadata().map_err(io_err("stat", &data))?.len();
     if checkpoint > size || checkpoint > len {
