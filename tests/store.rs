@@ -2,8 +2,10 @@
 //! from durable checkpoints, the OCI layout and index, the store lock, verify and recovery.
 //!
 //! By subject: `store/ingest.rs` (writes, checkpoints, resume, commit), `store/layout.rs`
-//! (small blobs, `index.json`, verify) and `store/lifecycle.rs` (the lock, start-up
-//! recovery). The helpers they share are here.
+//! (small blobs, `index.json`, verify), `store/lifecycle.rs` (the lock, start-up
+//! recovery), `store/links.rs` (planted links, unsafe roots), `store/scrub.rs` (the
+//! start-up re-hash), `store/power.rs` (power-cut damage, then a pull from the fake
+//! registry) and `store/full.rs` (a full disk). The helpers they share are here.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,12 +15,22 @@ use edgepull::store::{Ingest, Store, StoreError};
 use edgepull_core::oci::manifest::OCI_MANIFEST;
 use edgepull_core::oci::{Descriptor, Digest};
 
+#[path = "common/mod.rs"]
+mod common;
+#[path = "store/full.rs"]
+mod full;
 #[path = "store/ingest.rs"]
 mod ingest;
 #[path = "store/layout.rs"]
 mod layout;
 #[path = "store/lifecycle.rs"]
 mod lifecycle;
+#[path = "store/links.rs"]
+mod links;
+#[path = "store/power.rs"]
+mod power;
+#[path = "store/scrub.rs"]
+mod scrub;
 
 const MIB: usize = 1024 * 1024;
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";

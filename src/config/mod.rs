@@ -24,7 +24,7 @@
 //!   `ca_file`, `resolve` (host → IP), `realm_hosts`, `blob_source`, `proxy`
 //!   (`http://host:port`).
 //! - `store`: `path`, `checkpoint_bytes`, `lock_wait_secs`, `keep_previous`,
-//!   `min_free_bytes`, `ingest_max_age_secs`.
+//!   `min_free_bytes`, `ingest_max_age_secs`, `verify_on_start`.
 //! - `platform`, `images` (`[{ref, interval_secs}]`), `concurrency`,
 //!   `timeouts` (`{connect_secs, idle_read_secs}`).
 //! - Daemon mode (`edgepull run`, see `daemon`): `sync`

@@ -59,6 +59,7 @@ pub(super) struct RawStore {
     pub(super) keep_previous: Option<u64>,
     pub(super) min_free_bytes: Option<u64>,
     pub(super) ingest_max_age_secs: Option<u64>,
+    pub(super) verify_on_start: Option<String>,
 }
 
 /// One entry of `images`.

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use edgepull_core::resume::DEFAULT_CHECKPOINT_BYTES;
+use edgepull_core::store::VerifyOnStart;
 
-use super::ctx::{Ctx, Limits};
+use super::ctx::{Ctx, Limits, q};
 use super::error::ConfigError;
 use super::path::FieldPath;
 use super::raw::RawStore;
@@ -64,6 +65,8 @@ pub struct StoreConfig {
     pub(crate) min_free_bytes: u64,
     /// Partial downloads not written to for this long are removed.
     pub ingest_max_age: Duration,
+    /// When the daemon re-hashes the current images' blobs at start-up.
+    pub(crate) verify_on_start: VerifyOnStart,
 }
 
 impl Default for StoreConfig {
@@ -75,6 +78,7 @@ impl Default for StoreConfig {
             keep_previous: DEFAULT_KEEP_PREVIOUS,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             ingest_max_age: Duration::from_secs(DEFAULT_INGEST_MAX_AGE_SECS),
+            verify_on_start: VerifyOnStart::default(),
         }
     }
 }
@@ -112,6 +116,47 @@ impl Ctx {
             }),
             min_free_bytes: raw.min_free_bytes.unwrap_or(default.min_free_bytes),
             ingest_max_age: ingest_max_age.unwrap_or(default.ingest_max_age),
+            verify_on_start: self.verify_on_start(&at, raw.verify_on_start.as_deref())?,
         })
+    }
+
+    /// `store.verify_on_start`: one of [`VerifyOnStart::ALL`]'s spellings.
+    fn verify_on_start(&self, at: &FieldPath, raw: Option<&str>) -> Result<VerifyOnStart, ConfigError> {
+        let Some(value) = raw else {
+            return Ok(VerifyOnStart::default());
+        };
+        VerifyOnStart::parse(value).ok_or_else(|| {
+            self.invalid(
+                &at.key("verify_on_start"),
+                q(value),
+                "allowed: \"unclean\" (re-hash the current images' blobs at start-up after a run that did not shut down cleanly; the default), \"always\" (at every start) or \"never\"",
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{assert_invalid, err, ok, with};
+    use serde_json::json;
+
+    #[test]
+    fn verify_on_start_defaults_to_unclean_and_takes_each_spelling() {
+        assert_eq!(ok(&with(|_| {})).store.verify_on_start, VerifyOnStart::Unclean);
+        for v in VerifyOnStart::ALL {
+            let c = ok(&with(|c| c["store"] = json!({ "verify_on_start": v.as_str() })));
+            assert_eq!(c.store.verify_on_start, v);
+        }
+    }
+
+    #[test]
+    fn verify_on_start_refuses_other_values_naming_the_field_and_the_choices() {
+        let e = err(&with(|c| c["store"] = json!({ "verify_on_start": "sometimes" })));
+        assert_invalid(
+            &e,
+            "store.verify_on_start",
+            &["\"sometimes\"", "\"unclean\"", "\"always\"", "\"never\""],
+        );
     }
 }

@@ -30,6 +30,12 @@ pub(super) async fn open_store(cfg: &Config) -> Result<Store, DaemonError> {
     let store = Store::open(&cfg.store.path, cfg.store.lock_wait)
         .await
         .map_err(DaemonError::Store)?;
+    // After an unclean stop (or always, as configured): re-hash the current images' blobs
+    // and drop corrupt ones so this run fetches them again, before READY.
+    store
+        .scrub(cfg.store.verify_on_start)
+        .await
+        .map_err(DaemonError::Store)?;
     let repair = store.repair().await.map_err(DaemonError::Store)?;
     if !repair.deleted.is_empty() || !repair.dropped_previous.is_empty() {
         tracing::warn!(

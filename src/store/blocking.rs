@@ -7,39 +7,47 @@
 //! (and may wait for the index lock). Crate code that is already on the blocking pool may
 //! call the `pub(crate)` ones directly.
 
-use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::fsio::{discard_temp, io_err, remove_tree_if_exists, rename_durable, sync_dir, write_synced};
+use super::fsio::{
+    WriteBudget, discard_temp, io_err, remove_tree_if_exists, rename_durable, sync_dir, write_synced,
+};
 use super::layout::{self, ImageEntry, PreviousEntry, Switch, validate_ref_name};
 use super::lock::{BusySet, StoreLock};
+use super::perms::{BLOB_MODE, ensure_dir, open_read};
 use super::verify::{self, VerifyReport};
 use super::{Inner, RecoveryReport, Store, StoreError, ingest};
 use edgepull_core::oci::{Descriptor, Digest};
 
 impl Store {
-    /// Everything [`Store::open`] does once the lock is held: create `oci/` and `ingest/`,
-    /// fsync the root, run recovery, and create or check the layout.
+    /// Everything [`Store::open`] does once the lock is held: create `oci/` and `ingest/`
+    /// (mode 0750, never through a link), fsync the root, run recovery, and create or check
+    /// the layout.
     pub(super) fn open_locked(root: PathBuf, lock: StoreLock) -> Result<Store, StoreError> {
         let oci = root.join("oci");
         let ingest_root = root.join("ingest");
         for dir in [&oci, &ingest_root] {
-            fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+            ensure_dir(dir)?;
         }
         sync_dir(&root)?;
 
+        let budget = Arc::new(WriteBudget::default());
         let removed_temp_files = layout::remove_temp_files(&oci)?;
-        layout::ensure(&oci)?;
+        layout::ensure(&oci, &budget)?;
         let (removed_ingests, kept_ingests) =
             ingest::recover(&ingest_root, &oci.join("blobs").join("sha256"))?;
         let recovery = RecoveryReport {
             removed_temp_files,
             removed_ingests,
             kept_ingests,
+            unclean_shutdown: lock.unclean(),
         };
+        if recovery.unclean_shutdown {
+            tracing::warn!(lock = %root.join("lock").display(), "the previous run did not shut down cleanly (or its start-up re-hash is still pending)");
+        }
         if !recovery.removed_temp_files.is_empty() || !recovery.removed_ingests.is_empty() {
             tracing::info!(
                 temp_files = recovery.removed_temp_files.len(),
@@ -54,8 +62,9 @@ impl Store {
                 busy: BusySet::default(),
                 index_lock: Mutex::new(()),
                 tmp_counter: AtomicU64::new(0),
+                budget,
                 recovery,
-                _lock: lock,
+                lock,
             }),
         })
     }
@@ -68,7 +77,7 @@ impl Store {
     /// [`Store::read_blob`], blocking.
     pub(crate) fn read_blob_blocking(&self, d: &Digest, max: u64) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(d);
-        let file = match File::open(&path) {
+        let file = match open_read(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(StoreError::NotFound { digest: *d, path });
@@ -125,7 +134,8 @@ impl Store {
         // removes it there if we crash.
         let n = self.inner.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.ingest_root().join(format!("put-{}-{n}.tmp", d.hex()));
-        let res = write_synced(&tmp, bytes, true).and_then(|()| rename_durable(&tmp, &target));
+        let res = write_synced(&tmp, bytes, BLOB_MODE, &self.inner.budget)
+            .and_then(|()| rename_durable(&tmp, &target));
         if res.is_err() {
             discard_temp(&tmp);
         }
@@ -171,7 +181,13 @@ impl Store {
         validate_ref_name(ref_name)?;
         self.require_manifest(manifest)?;
         let _guard = self.lock_index();
-        layout::set_image(&self.layout_dir(), ref_name, manifest, source_index)
+        layout::set_image(
+            &self.layout_dir(),
+            ref_name,
+            manifest,
+            source_index,
+            &self.inner.budget,
+        )
     }
 
     /// [`Store::switch_image`], blocking.
@@ -191,13 +207,14 @@ impl Store {
             manifest,
             source_index,
             keep_previous,
+            &self.inner.budget,
         )
     }
 
     /// [`Store::remove_image`], blocking.
     pub(super) fn remove_image_blocking(&self, ref_name: &str) -> Result<bool, StoreError> {
         let _guard = self.lock_index();
-        layout::remove_image(&self.layout_dir(), ref_name)
+        layout::remove_image(&self.layout_dir(), ref_name, &self.inner.budget)
     }
 
     /// [`Store::images`], blocking.

@@ -1,17 +1,19 @@
 //! The store's one error type, [`StoreError`], and its classification.
 //!
 //! Owns: the wording of every store failure (what failed, on which path or digest, and what
-//! to do) and the mapping to the process exit category ([`StoreError::category`]: the one
+//! to do), the one mapping from an OS error to a store error ([`io_err`]: a full
+//! filesystem is [`StoreError::NoSpace`], by `io::ErrorKind`), and the mapping to the process exit category ([`StoreError::category`]: the one
 //! copy; the callers of the store call it instead of matching variants). Must never
 //! classify by message text, and never repeat the OS error's text in its own message (it
 //! is the `source`).
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::exit::Category;
 use edgepull_core::oci::Digest;
+use edgepull_core::store::{DirProblem, DirRole};
 
 /// Why a store operation failed. Each variant names the path and/or digest involved and
 /// says what to do; branch on the `is_*` methods, never on the message.
@@ -41,6 +43,65 @@ pub enum StoreError {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// The filesystem holding the store is full (`ENOSPC`) or the user's quota is used up.
+    /// Nothing unverified became visible; a download resumes from its last checkpoint.
+    #[error(
+        "no space left on the store filesystem: could not {op} {path}{}; free space on that filesystem (`edgepull store gc` drops unused blobs) or give store.path a larger one, then pull again: the download resumes from its last checkpoint",
+        needed_bytes(*.needed)
+    )]
+    NoSpace {
+        /// What was being done ("write", "fsync", ...).
+        op: &'static str,
+        /// The file being written.
+        path: PathBuf,
+        /// Bytes that still had to be written when space ran out, when known.
+        needed: Option<u64>,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A directory another user could write, or that another user owns (checked at open).
+    #[error(
+        "{} {path} (mode {mode:04o}, owner uid {owner}) {}; another user could replace the store's content: {}",
+        role_name(*.role),
+        problem_text(*.problem, *.role, *.me),
+        unsafe_dir_fix(path, *.role, *.problem, *.owner, *.me)
+    )]
+    UnsafeDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// The store root, or a directory above it.
+        role: DirRole,
+        /// What is wrong.
+        problem: DirProblem,
+        /// Its permission bits.
+        mode: u32,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        me: u32,
+    },
+    /// Something other than a directory where the store needs one (a link, a file).
+    #[error(
+        "{path} is {found}, but the store needs a directory there (it never follows links in the store): remove it, or point store.path elsewhere"
+    )]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+        /// What is there.
+        found: &'static str,
+    },
+    /// The store lock file is not a plain file of the store's own (a link, a hard link, a
+    /// special file): it is never opened through a link nor written.
+    #[error(
+        "store lock file {path} is {found}; edgepull never follows or writes such a file: remove it (`rm {path}`) and start again"
+    )]
+    UnsafeLockFile {
+        /// The lock file.
+        path: PathBuf,
+        /// What it is.
+        found: String,
     },
     /// `oci-layout` declares a version this store does not handle.
     #[error(
@@ -188,6 +249,81 @@ pub enum StoreError {
     },
 }
 
+/// Map an `io::Error` from operation `op` on `path` into a store error: a full filesystem
+/// or quota ([`StoreError::NoSpace`]), or [`StoreError::Io`]. The one such mapping.
+pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError + use<> {
+    write_err(op, path, None)
+}
+
+/// [`io_err`] for a write that still needed `needed` bytes (named by a "no space" error).
+pub(crate) fn write_err(
+    op: &'static str,
+    path: &Path,
+    needed: Option<u64>,
+) -> impl FnOnce(io::Error) -> StoreError + use<> {
+    let path = path.to_path_buf();
+    move |source| {
+        if is_no_space(&source) {
+            StoreError::NoSpace {
+                op,
+                path,
+                needed,
+                source,
+            }
+        } else {
+            StoreError::Io { op, path, source }
+        }
+    }
+}
+
+/// `ENOSPC` or `EDQUOT`.
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// The fix for an unsafe directory, for [`StoreError::UnsafeDirectory`]'s message.
+fn unsafe_dir_fix(path: &Path, role: DirRole, problem: DirProblem, owner: u32, me: u32) -> String {
+    let p = path.display();
+    match (role, problem) {
+        (DirRole::Root, DirProblem::WritableByOthers) => format!("run `chmod 0750 {p}`"),
+        (DirRole::Root, DirProblem::OwnedByOther) => format!(
+            "run edgepull as the store's owner (uid {owner}), or give it to this user: `chown -R {me} {p} && chmod 0750 {p}`"
+        ),
+        (DirRole::Parent, DirProblem::WritableByOthers) => format!(
+            "run `chmod go-w {p}` (or set its sticky bit), or move store.path under a directory only root or uid {me} can write"
+        ),
+        (DirRole::Parent, DirProblem::OwnedByOther) => {
+            format!("move store.path under directories owned by root or by uid {me} (e.g. /var/lib/edgepull)")
+        }
+    }
+}
+
+fn needed_bytes(needed: Option<u64>) -> String {
+    needed.map_or_else(String::new, |n| format!(" ({n} more bytes needed)"))
+}
+
+fn role_name(role: DirRole) -> &'static str {
+    match role {
+        DirRole::Root => "store directory",
+        DirRole::Parent => "directory above the store,",
+    }
+}
+
+fn problem_text(problem: DirProblem, role: DirRole, me: u32) -> String {
+    match (problem, role) {
+        (DirProblem::WritableByOthers, _) => "can be written by its group or by others".to_string(),
+        (DirProblem::OwnedByOther, DirRole::Root) => {
+            format!("belongs to another user than this process's (uid {me})")
+        }
+        (DirProblem::OwnedByOther, DirRole::Parent) => {
+            format!("belongs to a user other than root and this process's (uid {me})")
+        }
+    }
+}
+
 fn holder(pid: Option<u32>) -> String {
     pid.map_or_else(|| "another process".to_string(), |p| format!("pid {p}"))
 }
@@ -218,6 +354,11 @@ impl StoreError {
     /// The blob is not stored.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// The store filesystem is full (or the quota used up).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::NoSpace { .. })
     }
 
     /// Commit came before all bytes were written; the ingest can be resumed.
@@ -295,6 +436,86 @@ mod tests {
                 assert!(msg.contains(w), "{msg:?} lacks {w:?}");
             }
             assert!(!msg.contains("disk on fire"), "cause repeated in {msg:?}");
+        }
+    }
+
+    #[test]
+    fn a_full_filesystem_or_quota_is_no_space_by_error_kind() {
+        let p = Path::new("/var/lib/edgepull/ingest/sha256-ab/data");
+        for errno in [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT] {
+            let e = write_err("write", p, Some(4096))(errno.into());
+            assert!(e.is_no_space(), "{e:?}");
+            assert_eq!(e.category(), Category::Store);
+            let msg = e.to_string();
+            for want in [
+                p.to_str().unwrap(),
+                "no space left",
+                "4096 more bytes needed",
+                "resumes",
+            ] {
+                assert!(msg.contains(want), "{want:?} missing from {msg:?}");
+            }
+        }
+        let e = io_err("fsync", p)(rustix::io::Errno::NOSPC.into());
+        assert!(
+            e.is_no_space() && !e.to_string().contains("more bytes needed"),
+            "{e}"
+        );
+        let e = io_err("write", p)(rustix::io::Errno::IO.into());
+        assert!(matches!(e, StoreError::Io { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn an_unsafe_directory_names_its_mode_owner_and_fix() {
+        let root = PathBuf::from("/srv/store");
+        let cases = [
+            (
+                DirRole::Root,
+                DirProblem::WritableByOthers,
+                0o777,
+                1000,
+                vec![
+                    "/srv/store",
+                    "mode 0777",
+                    "owner uid 1000",
+                    "chmod 0750 /srv/store",
+                ],
+            ),
+            (
+                DirRole::Root,
+                DirProblem::OwnedByOther,
+                0o750,
+                4242,
+                vec!["uid 4242", "chown -R 1000 /srv/store"],
+            ),
+            (
+                DirRole::Parent,
+                DirProblem::WritableByOthers,
+                0o777,
+                0,
+                vec!["above the store", "chmod go-w /srv/store"],
+            ),
+            (
+                DirRole::Parent,
+                DirProblem::OwnedByOther,
+                0o755,
+                4242,
+                vec!["owned by root or by uid 1000"],
+            ),
+        ];
+        for (role, problem, mode, owner, wants) in cases {
+            let msg = StoreError::UnsafeDirectory {
+                path: root.clone(),
+                role,
+                problem,
+                mode,
+                owner,
+                me: 1000,
+            }
+            .to_string();
+            for w in wants {
+                assert!(msg.contains(w), "{w:?} missing from {msg:?}");
+            }
         }
     }
 

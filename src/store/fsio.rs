@@ -1,19 +1,86 @@
-//! Small durable-file helpers shared by the store: error mapping, directory fsync, and the
-//! "temp file + fsync + rename + fsync dir" sequence.
+//! Small durable-file helpers shared by the store: error mapping, directory fsync, the
+//! "temp file + fsync + rename + fsync dir" sequence, and the write budget test seam.
 //!
-//! Owns: the only places where the store makes a rename durable. Must never rename a file
-//! that has not been fsynced, and never leave a rename without an fsync of its directory.
+//! Owns: the only places where the store makes a rename durable (the mapping of OS errors,
+//! [`io_err`], lives with the error type). Must never rename a file that has not been fsynced, never leave
+//! a rename without an fsync of its directory, and never create a temp file but exclusively
+//! (see `perms`).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::StoreError;
+pub(crate) use super::error::{io_err, write_err};
+use super::perms::{FILE_MODE, create_exclusive, open_read, set_mode};
 
-/// Map an `io::Error` from operation `op` on `path` into a `StoreError::Io`.
-pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError + use<> {
-    let path = path.to_path_buf();
-    move |source| StoreError::Io { op, path, source }
+/// Test seam: how many more bytes the store may write before every write fails like a
+/// full disk (`ENOSPC`). Unlimited unless a test sets a budget
+/// (`Store::set_write_budget_for_tests`); production code never does. Shared by every
+/// clone of one store, and by nothing else.
+#[derive(Debug)]
+pub(crate) struct WriteBudget {
+    left: AtomicU64,
+}
+
+impl Default for WriteBudget {
+    fn default() -> Self {
+        Self {
+            left: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl WriteBudget {
+    /// Set the budget (`None`: unlimited).
+    pub(crate) fn set(&self, bytes: Option<u64>) {
+        self.left.store(bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// Take up to `want` bytes from the budget; returns how many may be written.
+    fn take(&self, want: usize) -> usize {
+        let want64 = want as u64;
+        let before = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                (left != u64::MAX).then(|| left.saturating_sub(want64))
+            })
+            .unwrap_or(u64::MAX);
+        usize::try_from(before.min(want64)).unwrap_or(want)
+    }
+
+    /// `file.write(buf)` within the budget: fewer bytes when it runs short, and `ENOSPC`
+    /// when it is used up, as a full filesystem answers.
+    pub(crate) fn write(&self, file: &mut File, buf: &[u8]) -> io::Result<usize> {
+        let allowed = self.take(buf.len());
+        if allowed == 0 && !buf.is_empty() {
+            return Err(rustix::io::Errno::NOSPC.into());
+        }
+        let n = file.write(&buf[..allowed])?;
+        if n < allowed {
+            // Give back what the OS did not take.
+            self.left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    (left != u64::MAX).then(|| left.saturating_add((allowed - n) as u64))
+                })
+                .ok();
+        }
+        Ok(n)
+    }
+
+    /// Write all of `buf` within the budget.
+    pub(crate) fn write_all(&self, file: &mut File, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write(file, buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// fsync a directory so that renames and creations inside it survive a power cut.
@@ -29,54 +96,20 @@ pub(crate) fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Set a file read-only for everyone (0444).
-pub(crate) fn make_read_only(file: &File, path: &Path) -> Result<(), StoreError> {
-    let perms = read_only_permissions(file.metadata().map_err(io_err("stat", path))?.permissions());
-    file.set_permissions(perms)
-        .map_err(io_err("set read-only permissions on", path))
-}
-
-/// Give the owner write permission again, for a partial file left read-only.
-pub(crate) fn make_writable(path: &Path) -> Result<(), StoreError> {
-    let mut perms = fs::metadata(path).map_err(io_err("stat", path))?.permissions();
-    owner_writable(&mut perms);
-    fs::set_permissions(path, perms).map_err(io_err("set write permission on", path))
-}
-
-#[cfg(unix)]
-fn owner_writable(perms: &mut fs::Permissions) {
-    use std::os::unix::fs::PermissionsExt as _;
-    perms.set_mode(perms.mode() | 0o200);
-}
-
-#[cfg(not(unix))]
-fn owner_writable(perms: &mut fs::Permissions) {
-    perms.set_readonly(false);
-}
-
-#[cfg(unix)]
-fn read_only_permissions(_current: fs::Permissions) -> fs::Permissions {
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::Permissions::from_mode(0o444)
-}
-
-#[cfg(not(unix))]
-fn read_only_permissions(mut current: fs::Permissions) -> fs::Permissions {
-    current.set_readonly(true);
-    current
-}
-
-/// Write `bytes` to a fresh file at `tmp` and fsync it; optionally make it read-only first.
-pub(crate) fn write_synced(tmp: &Path, bytes: &[u8], read_only: bool) -> Result<(), StoreError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .map_err(io_err("create", tmp))?;
-    f.write_all(bytes).map_err(io_err("write", tmp))?;
-    if read_only {
-        make_read_only(&f, tmp)?;
+/// Write `bytes` to a new file at `tmp` (created exclusively, see
+/// `perms::create_exclusive`), give it exactly `mode`, and fsync it.
+pub(crate) fn write_synced(
+    tmp: &Path,
+    bytes: &[u8],
+    mode: u32,
+    budget: &WriteBudget,
+) -> Result<(), StoreError> {
+    let mut f = create_exclusive(tmp)?;
+    budget
+        .write_all(&mut f, bytes)
+        .map_err(write_err("write", tmp, Some(bytes.len() as u64)))?;
+    if mode != FILE_MODE {
+        set_mode(&f, mode, tmp)?;
     }
     f.sync_all().map_err(io_err("fsync", tmp))
 }
@@ -93,10 +126,11 @@ pub(crate) fn write_atomic(
     name: &str,
     tmp_name: &str,
     bytes: &[u8],
+    budget: &WriteBudget,
 ) -> Result<PathBuf, StoreError> {
     let tmp = dir.join(tmp_name);
     let target = dir.join(name);
-    if let Err(e) = write_synced(&tmp, bytes, false) {
+    if let Err(e) = write_synced(&tmp, bytes, FILE_MODE, budget) {
         discard_temp(&tmp);
         return Err(e);
     }
@@ -116,10 +150,13 @@ pub(crate) fn discard_temp(tmp: &Path) {
     }
 }
 
-/// Read at most `max` bytes of `path`: `Ok(None)` when the file is longer.
+/// Read at most `max` bytes of `path` (never through a link): `Ok(None)` when the file is
+/// longer.
 pub(crate) fn read_capped(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::new();
-    File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    open_read(path)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)?;
     Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
@@ -170,8 +207,9 @@ mod tests {
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
-        write_atomic(dir.path(), "f", "f.tmp", b"one").unwrap();
-        write_atomic(dir.path(), "f", "f.tmp", b"two").unwrap();
+        let budget = WriteBudget::default();
+        write_atomic(dir.path(), "f", "f.tmp", b"one", &budget).unwrap();
+        write_atomic(dir.path(), "f", "f.tmp", b"two", &budget).unwrap();
         assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"two");
         assert!(!dir.path().join("f.tmp").exists());
     }

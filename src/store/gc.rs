@@ -219,7 +219,7 @@ impl Store {
         }
         report.dropped_previous = index.drop_previous(|m| blobs_dir.join(m.digest.hex()).exists());
         if !report.dropped_previous.is_empty() {
-            layout::write_index(&self.layout_dir(), &index)?;
+            layout::write_index(&self.layout_dir(), &index, &self.inner.budget)?;
         }
         Ok(report)
     }

@@ -3,16 +3,35 @@
 //! On disk, under the configured `store.path` (`root`):
 //! - `root/oci/`: a valid OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/<hex>`).
 //!   Everything here is verified: a blob appears only after its size and digest matched,
-//!   read-only (0444), by an fsynced rename; `index.json` is only ever replaced atomically.
+//!   read-only (0440), by an fsynced rename; `index.json` is only ever replaced atomically.
 //! - `root/ingest/sha256-<hex>/`: one partial download (`data`, `meta.json`, `checkpoint`).
 //!   The store, not the network code, owns the resume offset: [`Ingest::offset`].
 //! - `root/lock`: held exclusively (OS file lock) by the one process using the store; it
-//!   contains that process's pid.
+//!   contains that process's pid, and is emptied only at an orderly release (see below).
+//!
+//! Who may touch it (`perms`): [`Store::open`] refuses a root that another user owns or
+//! can write, or that a directory above it lets another user replace
+//! ([`StoreError::UnsafeDirectory`]). Directories are 0750, files 0640 and blobs 0440,
+//! set explicitly whatever the umask. Temp files are created exclusively
+//! (`O_CREAT|O_EXCL|O_NOFOLLOW`) and existing files are opened with `O_NOFOLLOW`: a link
+//! planted in the store is removed or refused, never followed.
+//!
+//! Clean and unclean shutdown: the holder of the lock writes its pid into `root/lock`
+//! (fsynced) when it takes the lock, and empties the file when the last clone of the
+//! [`Store`] is dropped, but only if nothing is left to re-hash. A process that is killed,
+//! aborts or loses power leaves its pid; so does every later process until a start-up
+//! scrub ran. [`Store::open`] reads this before writing its own pid
+//! ([`RecoveryReport::unclean_shutdown`]) and [`Store::scrub`] re-hashes the current
+//! images' blobs when `store.verify_on_start` asks for it (`unclean`, the default:
+//! only then), removing a corrupt one so the next pull fetches it again. This needs no
+//! extra file and no write at shutdown beyond emptying the lock file: losing that write
+//! only costs one extra scrub.
 //!
 //! Owns: every byte under `root`, the durability order of writes, and start-up recovery.
 //! Must never: build a path from anything but a validated [`Digest`]; make unverified bytes
 //! visible under `oci/`; trust a partial file beyond its durable checkpoint; let two writers
-//! share an ingest or two processes share a root; block an async worker with file IO.
+//! share an ingest or two processes share a root; block an async worker with file IO;
+//! follow a link inside the store or truncate a file it did not create.
 //!
 //! Lifecycle (containerd's content-store contract, with a durable checkpoint added): an
 //! ingest is invisible to readers until [`Ingest::commit`]; dropping an [`Ingest`] keeps it
@@ -35,6 +54,8 @@ mod gc;
 mod ingest;
 mod layout;
 mod lock;
+mod perms;
+mod scrub;
 mod verify;
 
 use std::collections::BTreeSet;
@@ -49,10 +70,12 @@ pub(crate) use gc::RepairReport;
 pub use ingest::{Ingest, IngestStatus};
 pub use layout::{ANNOTATION_REF_NAME, ANNOTATION_SOURCE_INDEX, ImageEntry};
 pub(crate) use layout::{PreviousEntry, Switch};
+pub use scrub::ScrubReport;
 pub use verify::{CorruptBlob, Corruption, VerifyReport};
 
 use edgepull_core::oci::{Descriptor, Digest};
-use fsio::io_err;
+use edgepull_core::store::VerifyOnStart;
+use fsio::WriteBudget;
 use lock::{BusySet, StoreLock};
 
 /// What start-up recovery did in [`Store::open`].
@@ -65,6 +88,9 @@ pub struct RecoveryReport {
     pub removed_ingests: Vec<PathBuf>,
     /// Ingests kept for resuming.
     pub kept_ingests: usize,
+    /// The previous holder of the store did not shut down cleanly (killed, crashed, power
+    /// cut), or a later run skipped the re-hash that called for: see [`Store::scrub`].
+    pub unclean_shutdown: bool,
 }
 
 /// The content store. Cheap to clone; all clones share one lock, released when the last
@@ -84,9 +110,11 @@ struct Inner {
     index_lock: Mutex<()>,
     /// Makes `put_blob` temp names unique within the process.
     tmp_counter: AtomicU64,
+    /// Test seam: bytes writable before writes fail like a full disk (unlimited).
+    budget: Arc<WriteBudget>,
     recovery: RecoveryReport,
     /// Held for the life of the store; dropped last.
-    _lock: StoreLock,
+    lock: StoreLock,
 }
 
 /// Run `f` on tokio's blocking pool. A task that did not finish becomes
@@ -103,15 +131,17 @@ where
 }
 
 impl Store {
-    /// Open (creating if needed) the store at `root`: create the directories, take the
-    /// exclusive lock (retrying every 100 ms for up to `lock_wait`, sleeping on the timer,
-    /// then [`StoreError::Locked`]), run start-up recovery (remove layout temp files, remove
-    /// ingests that cannot be resumed), and create or check `oci-layout` and `index.json`.
+    /// Open (creating if needed) the store at `root`: create the root (mode 0750) and check
+    /// that no other user can write or replace it ([`StoreError::UnsafeDirectory`]), take
+    /// the exclusive lock (retrying every 100 ms for up to `lock_wait`, sleeping on the
+    /// timer, then [`StoreError::Locked`]), learn whether the previous run shut down
+    /// cleanly, run start-up recovery (remove layout temp files, remove ingests that cannot
+    /// be resumed), and create or check `oci-layout` and `index.json`.
     pub async fn open(root: &Path, lock_wait: Duration) -> Result<Store, StoreError> {
         let root = root.to_path_buf();
         let dir = root.clone();
         run_blocking("create directory", root.clone(), move || {
-            std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))
+            perms::prepare_root(&dir)
         })
         .await?;
         let lock = StoreLock::acquire(&root.join("lock"), lock_wait).await?;
@@ -330,6 +360,27 @@ impl Store {
             s.gc_blocking(&protected, ingest_max_age)
         })
         .await
+    }
+
+    /// Start-up scrub: when `policy` asks for it (for [`VerifyOnStart::Unclean`], the
+    /// default: only when [`RecoveryReport::unclean_shutdown`]), re-hash every blob of the
+    /// current images (their manifests, the indexes they came from, configs and layers)
+    /// and delete those whose content or size is wrong, so the next pull fetches them
+    /// again. If a current manifest itself is unreadable or corrupt, every blob is
+    /// re-hashed (its layers are unknown). Once it ran, the store is released as clean.
+    /// Call it once at start-up, before serving. Slow (reads the images' bytes), on the
+    /// blocking pool; the report counts what was hashed.
+    pub async fn scrub(&self, policy: VerifyOnStart) -> Result<ScrubReport, StoreError> {
+        self.blocking("re-hash", self.blobs_dir(), move |s| s.scrub_blocking(policy))
+            .await
+    }
+
+    /// Test seam: make every later write of this store (every clone) fail like a full
+    /// filesystem (`ENOSPC`) once `bytes` more bytes have been written; `None` lifts the
+    /// limit. Never called by edgepull itself.
+    #[doc(hidden)]
+    pub fn set_write_budget_for_tests(&self, bytes: Option<u64>) {
+        self.inner.budget.set(bytes);
     }
 
     /// Start-up repair: delete committed blobs whose length differs from the size recorded

@@ -30,7 +30,7 @@ async fn commit_makes_a_read_only_verified_blob_visible() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o444);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o440);
     }
     assert!(!ingest_dir(dir.path(), &d).exists(), "ingest dir removed");
     assert!(store.ingests().await.unwrap().is_empty());

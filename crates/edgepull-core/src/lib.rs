@@ -4,9 +4,9 @@
 //! the egress allowlist and redirect policy with URL redaction ([`egress`]), the
 //! `WWW-Authenticate` parser ([`challenge`]), the token endpoint's reply ([`token`]),
 //! `Content-Range` and resume decisions ([`resume`]), the retry/backoff policy ([`retry`]),
-//! the daemon's schedule decisions ([`schedule`]) and the content store's
-//! garbage-collection decisions ([`gc`]), and the redacted [`secret::Secret`] credentials
-//! travel in.
+//! the daemon's schedule decisions ([`schedule`]), the content store's garbage-collection
+//! decisions ([`gc`]) and start-up decisions ([`store`]: re-hash policy, directory
+//! safety), and the redacted [`secret::Secret`] credentials travel in.
 //!
 //! Must never: do IO (files, sockets, clocks read behind the caller's back: time is always
 //! passed in), depend on an async runtime, an HTTP client or a TLS stack. Everything here is
@@ -24,4 +24,5 @@ pub mod resume;
 pub mod retry;
 pub mod schedule;
 pub mod secret;
+pub mod store;
 pub mod token;

@@ -7,7 +7,7 @@
 //! keep an ingest directory whose name is not a valid digest, or be called on an async
 //! worker (everything here is blocking file IO).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 use super::IngestStatus;
 use crate::store::StoreError;
 use crate::store::fsio::{
-    io_err, make_writable, remove_file_if_exists, remove_tree_if_exists, sync_dir, unix_now, write_atomic,
+    WriteBudget, io_err, read_capped, remove_file_if_exists, remove_tree_if_exists, sync_dir, unix_now,
+    write_atomic,
 };
 use crate::store::lock::BusySet;
+use crate::store::perms::{create_dir, create_exclusive, is_symlink, make_writable, open_rw};
 use edgepull_core::oci::{Digest, Hasher};
 
 /// Prefix of an ingest directory name; the rest is the digest's hex.
@@ -64,29 +66,52 @@ pub(crate) fn blob_present(path: &Path, size: u64) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
 }
 
+/// Largest `meta.json` or `checkpoint` read; anything longer is not one edgepull wrote.
+const SMALL_FILE_MAX: u64 = 64 * 1024;
+
+/// Read a small ingest file without following a link: `Ok(None)` when missing, a link or
+/// too long.
+fn read_small(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match read_capped(path, SMALL_FILE_MAX) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        // ELOOP: a link where a file should be; treated as garbage, never followed.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => Ok(None),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
 /// Read `meta.json`; `Ok(None)` if missing or invalid.
 fn read_meta(dir: &Path) -> Result<Option<IngestMeta>, StoreError> {
-    let path = dir.join(META);
-    match fs::read(&path) {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err("read", &path)(e)),
-    }
+    let Some(bytes) = read_small(&dir.join(META))? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice(&bytes).ok())
 }
 
 /// Read `checkpoint`: `Some(0)` if missing, `None` if unreadable as a number.
 pub(super) fn read_checkpoint(dir: &Path) -> Result<Option<u64>, StoreError> {
     let path = dir.join(CHECKPOINT);
-    match fs::read_to_string(&path) {
-        Ok(s) => Ok(s.trim().parse().ok()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(0)),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(None),
-        Err(e) => Err(io_err("read", &path)(e)),
+    if fs::symlink_metadata(&path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+        return Ok(Some(0));
     }
+    let Some(bytes) = read_small(&path)? else {
+        return Ok(None);
+    };
+    Ok(std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok()))
 }
 
-pub(super) fn write_checkpoint(dir: &Path, offset: u64) -> Result<(), StoreError> {
-    write_atomic(dir, CHECKPOINT, CHECKPOINT_TMP, format!("{offset}\n").as_bytes()).map(drop)
+pub(super) fn write_checkpoint(dir: &Path, offset: u64, budget: &WriteBudget) -> Result<(), StoreError> {
+    write_atomic(
+        dir,
+        CHECKPOINT,
+        CHECKPOINT_TMP,
+        format!("{offset}\n").as_bytes(),
+        budget,
+    )
+    .map(drop)
 }
 
 /// Resume the ingest in `dir` if its meta matches, else start it fresh.
@@ -98,7 +123,12 @@ pub(super) fn open_blocking(
     digest: Digest,
     size: u64,
     media_type: &str,
+    budget: &WriteBudget,
 ) -> Result<(File, Hasher, u64), StoreError> {
+    if is_symlink(dir) {
+        tracing::warn!(digest = %digest, dir = %dir.display(), "ingest directory is a symbolic link; removing the link and restarting at 0");
+        return start_fresh(ingest_root, dir, digest, size, media_type, budget);
+    }
     match read_meta(dir)? {
         Some(meta) if meta.digest == digest && meta.size == size => {
             if let Some(resumed) = try_resume(dir, digest, size)? {
@@ -116,7 +146,7 @@ pub(super) fn open_blocking(
         }
         None => {}
     }
-    start_fresh(ingest_root, dir, digest, size, media_type)
+    start_fresh(ingest_root, dir, digest, size, media_type, budget)
 }
 
 /// Truncate `data` to the checkpoint and re-hash it. `None` if the ingest cannot be resumed
@@ -127,14 +157,23 @@ fn try_resume(dir: &Path, digest: Digest, size: u64) -> Result<Option<(File, Has
         return Ok(None);
     };
     let data = dir.join(DATA);
-    let open = || OpenOptions::new().read(true).write(true).open(&data);
-    let mut file = match open() {
+    let mut file = match open_rw(&data) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             // A commit that crashed after making `data` read-only and before the rename.
             make_writable(&data)?;
-            open().map_err(io_err("open", &data))?
+            open_rw(&data).map_err(io_err("open", &data))?
+        }
+        // A link (ELOOP) or a special file (EINVAL) where `data` should be: never
+        // followed, restarted.
+        Err(e)
+            if [rustix::io::Errno::LOOP, rustix::io::Errno::INVAL]
+                .iter()
+                .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+        {
+            tracing::warn!(digest = %digest, path = %data.display(), "ingest data is not a plain file; restarting at 0");
+            return Ok(None);
         }
         Err(e) => return Err(io_err("open", &data)(e)),
     };
@@ -189,9 +228,10 @@ fn start_fresh(
     digest: Digest,
     size: u64,
     media_type: &str,
+    budget: &WriteBudget,
 ) -> Result<(File, Hasher, u64), StoreError> {
     remove_tree_if_exists(dir)?;
-    fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    create_dir(dir)?;
     sync_dir(ingest_root)?;
     let meta = IngestMeta {
         digest,
@@ -204,15 +244,8 @@ fn start_fresh(
         path: dir.join(META),
         source: io::Error::other(e),
     })?;
-    write_atomic(dir, META, META_TMP, &body)?;
-    let data = dir.join(DATA);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&data)
-        .map_err(io_err("create", &data))?;
+    write_atomic(dir, META, META_TMP, &body, budget)?;
+    let file = create_exclusive(&dir.join(DATA))?;
     Ok((file, Hasher::new(), 0))
 }
 

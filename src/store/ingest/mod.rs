@@ -18,14 +18,16 @@ mod disk;
 mod tests;
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::fsio::{io_err, make_read_only, remove_tree_if_exists, rename_durable, sync_dir};
+use super::fsio::{WriteBudget, io_err, remove_tree_if_exists, rename_durable, sync_dir, write_err};
 use super::lock::BusyGuard;
+use super::perms::{BLOB_MODE, set_mode};
 use super::{Store, StoreError};
 use edgepull_core::oci::{Digest, Hasher};
 use edgepull_core::resume::DEFAULT_CHECKPOINT_BYTES;
@@ -59,6 +61,8 @@ pub struct IngestStatus {
 struct IoState {
     file: File,
     hasher: Hasher,
+    /// The store's write budget (a test seam; unlimited in production).
+    budget: Arc<WriteBudget>,
     _busy: BusyGuard,
 }
 
@@ -105,17 +109,21 @@ impl Ingest {
         let media_type = media_type.to_string();
         let task_dir = dir.clone();
         let ingest_root = store.ingest_root();
+        let budget = store.inner.budget.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            open_blocking(&ingest_root, &task_dir, digest, size, &media_type).map(|(file, hasher, offset)| {
-                (
-                    IoState {
-                        file,
-                        hasher,
-                        _busy: busy,
-                    },
-                    offset,
-                )
-            })
+            open_blocking(&ingest_root, &task_dir, digest, size, &media_type, &budget).map(
+                |(file, hasher, offset)| {
+                    (
+                        IoState {
+                            file,
+                            hasher,
+                            budget,
+                            _busy: busy,
+                        },
+                        offset,
+                    )
+                },
+            )
         })
         .await;
         let (state, offset) = match opened {
@@ -224,11 +232,8 @@ impl Ingest {
         let (written, error) = self.with_state(move |st| Ok(write_counted(st, &buf))).await?;
         self.offset += written;
         if let Some(source) = error {
-            return Err(StoreError::Io {
-                op: "write",
-                path: self.data_path(),
-                source,
-            });
+            let needed = self.size - self.offset;
+            return Err(write_err("write", &self.data_path(), Some(needed))(source));
         }
         let unsaved = self.offset - self.checkpointed;
         if unsaved >= self.checkpoint_bytes
@@ -250,7 +255,7 @@ impl Ingest {
         self.with_state(move |st| {
             let data = dir.join(DATA);
             st.file.sync_data().map_err(io_err("fdatasync", &data))?;
-            write_checkpoint(&dir, offset)
+            write_checkpoint(&dir, offset, &st.budget)
         })
         .await?;
         self.checkpointed = offset;
@@ -264,7 +269,7 @@ impl Ingest {
         let dir = self.dir.clone();
         self.with_state(move |st| {
             // Checkpoint first: at no instant may the checkpoint exceed the data length.
-            write_checkpoint(&dir, 0)?;
+            write_checkpoint(&dir, 0, &st.budget)?;
             let data = dir.join(DATA);
             st.file.set_len(0).map_err(io_err("truncate", &data))?;
             st.file.seek(SeekFrom::Start(0)).map_err(io_err("seek", &data))?;
@@ -329,7 +334,7 @@ impl Ingest {
 fn write_counted(st: &mut IoState, buf: &[u8]) -> (u64, Option<io::Error>) {
     let mut written = 0usize;
     while written < buf.len() {
-        match st.file.write(&buf[written..]) {
+        match st.budget.write(&mut st.file, &buf[written..]) {
             Ok(0) => return (written as u64, Some(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
                 st.hasher.update(&buf[written..written + n]);
@@ -352,7 +357,9 @@ struct CommitJob {
 
 impl CommitJob {
     fn run(self, state: IoState) -> Result<PathBuf, StoreError> {
-        let IoState { file, hasher, _busy } = state;
+        let IoState {
+            file, hasher, _busy, ..
+        } = state;
         let data = self.dir.join(DATA);
         file.sync_all().map_err(io_err("fsync", &data))?;
         let on_disk = file.metadata().map_err(io_err("stat", &data))?.len();
@@ -383,7 +390,7 @@ impl CommitJob {
             return Ok(self.target);
         }
         // Read-only before the rename, so the blob is never visible writable.
-        make_read_only(&file, &data)?;
+        set_mode(&file, BLOB_MODE, &data)?;
         file.sync_all().map_err(io_err("fsync", &data))?;
         drop(file);
         rename_durable(&data, &self.target)?;

@@ -19,7 +19,7 @@ fn dir_names_parse_only_valid_digests() {
 fn checkpoint_files_round_trip_and_bad_ones_read_as_none() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(read_checkpoint(dir.path()).unwrap(), Some(0));
-    write_checkpoint(dir.path(), 12345).unwrap();
+    write_checkpoint(dir.path(), 12345, &crate::store::fsio::WriteBudget::default()).unwrap();
     assert_eq!(read_checkpoint(dir.path()).unwrap(), Some(12345));
     fs::write(dir.path().join(CHECKPOINT), b"12x").unwrap();
     assert_eq!(read_checkpoint(dir.path()).unwrap(), None);

@@ -14,13 +14,14 @@ mod index;
 mod tests;
 
 use std::fs;
-use std::io;
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use super::fsio::{io_err, remove_file_if_exists, sync_dir, write_atomic};
+use super::fsio::{WriteBudget, io_err, read_capped, remove_file_if_exists, sync_dir, write_atomic};
+use super::perms::{ensure_dir, open_read};
 use edgepull_core::oci::{Descriptor, Digest};
 
 pub use index::ImageEntry;
@@ -29,6 +30,8 @@ pub(crate) use index::{PreviousEntry, Switch};
 
 /// Name of the layout marker file.
 pub(crate) const OCI_LAYOUT_FILE: &str = "oci-layout";
+/// Largest `oci-layout` read (the real one is 30 bytes).
+const MAX_SMALL_FILE: u64 = 4096;
 /// The only layout version written and accepted.
 const IMAGE_LAYOUT_VERSION: &str = "1.0.0";
 /// Name of the layout's index.
@@ -90,17 +93,20 @@ pub(crate) fn validate_ref_name(ref_name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Create `oci_dir/blobs/sha256`, and `oci-layout` and an empty `index.json` when missing;
+/// Create `oci_dir/blobs/sha256` (mode 0750), and `oci-layout` and an empty `index.json` when missing;
 /// check both when present. Caller holds the store lock.
-pub(crate) fn ensure(oci_dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn ensure(oci_dir: &Path, budget: &WriteBudget) -> Result<(), StoreError> {
     let blobs = oci_dir.join("blobs").join("sha256");
-    fs::create_dir_all(&blobs).map_err(io_err("create directory", &blobs))?;
+    ensure_dir(oci_dir)?;
+    ensure_dir(&oci_dir.join("blobs"))?;
+    ensure_dir(&blobs)?;
     sync_dir(oci_dir)?;
     sync_dir(&oci_dir.join("blobs"))?;
 
     let marker = oci_dir.join(OCI_LAYOUT_FILE);
-    match fs::read(&marker) {
+    match read_capped(&marker, MAX_SMALL_FILE) {
         Ok(bytes) => {
+            let bytes = bytes.unwrap_or_default();
             let found = serde_json::from_slice::<LayoutMarker>(&bytes)
                 .map(|m| m.image_layout_version)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(100).collect());
@@ -115,16 +121,16 @@ pub(crate) fn ensure(oci_dir: &Path) -> Result<(), StoreError> {
                 },
                 &marker,
             )?;
-            write_atomic(oci_dir, OCI_LAYOUT_FILE, LAYOUT_TMP, &body)?;
+            write_atomic(oci_dir, OCI_LAYOUT_FILE, LAYOUT_TMP, &body, budget)?;
         }
         Err(e) => return Err(io_err("read", &marker)(e)),
     }
 
     let index = oci_dir.join(INDEX_FILE);
-    if index.exists() {
+    if fs::symlink_metadata(&index).is_ok() {
         read_index(oci_dir)?;
     } else {
-        write_index(oci_dir, &IndexFile::empty())?;
+        write_index(oci_dir, &IndexFile::empty(), budget)?;
     }
     Ok(())
 }
@@ -142,17 +148,20 @@ pub(crate) fn remove_temp_files(oci_dir: &Path) -> Result<Vec<PathBuf>, StoreErr
     Ok(removed)
 }
 
-/// Read and validate `oci_dir/index.json`.
+/// Read and validate `oci_dir/index.json` (never through a link).
 pub(crate) fn read_index(oci_dir: &Path) -> Result<IndexFile, StoreError> {
     let path = oci_dir.join(INDEX_FILE);
-    let bytes = fs::read(&path).map_err(io_err("read", &path))?;
+    let mut bytes = Vec::new();
+    open_read(&path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io_err("read", &path))?;
     serde_json::from_slice(&bytes).map_err(|source| StoreError::CorruptIndex { path, source })
 }
 
-pub(crate) fn write_index(oci_dir: &Path, index: &IndexFile) -> Result<(), StoreError> {
+pub(crate) fn write_index(oci_dir: &Path, index: &IndexFile, budget: &WriteBudget) -> Result<(), StoreError> {
     let path = oci_dir.join(INDEX_FILE);
     let body = encode(index, &path)?;
-    write_atomic(oci_dir, INDEX_FILE, INDEX_TMP, &body)?;
+    write_atomic(oci_dir, INDEX_FILE, INDEX_TMP, &body, budget)?;
     Ok(())
 }
 
@@ -172,10 +181,11 @@ pub(crate) fn set_image(
     ref_name: &str,
     manifest: &Descriptor,
     source_index: Option<&Digest>,
+    budget: &WriteBudget,
 ) -> Result<(), StoreError> {
     let mut index = read_index(oci_dir)?;
     index.upsert(ref_name, manifest, source_index);
-    write_index(oci_dir, &index)
+    write_index(oci_dir, &index, budget)
 }
 
 /// Read-modify-write `index.json` to switch `ref_name` (see [`IndexFile::switch`]). Caller
@@ -186,19 +196,20 @@ pub(crate) fn switch_image(
     manifest: &Descriptor,
     source_index: Option<&Digest>,
     keep: u32,
+    budget: &WriteBudget,
 ) -> Result<Switch, StoreError> {
     let mut index = read_index(oci_dir)?;
     let switch = index.switch(ref_name, manifest, source_index, keep);
-    write_index(oci_dir, &index)?;
+    write_index(oci_dir, &index, budget)?;
     Ok(switch)
 }
 
 /// Read-modify-write `index.json` to drop `ref_name`. Caller serializes index updates.
-pub(crate) fn remove_image(oci_dir: &Path, ref_name: &str) -> Result<bool, StoreError> {
+pub(crate) fn remove_image(oci_dir: &Path, ref_name: &str, budget: &WriteBudget) -> Result<bool, StoreError> {
     let mut index = read_index(oci_dir)?;
     let removed = index.remove(ref_name);
     if removed {
-        write_index(oci_dir, &index)?;
+        write_index(oci_dir, &index, budget)?;
     }
     Ok(removed)
 }

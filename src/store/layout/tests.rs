@@ -197,7 +197,7 @@ fn switch_keeps_previous_right_after_current_and_remove_drops_them() {
 fn ensure_creates_valid_layout_and_rejects_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
     let oci = dir.path().join("oci");
-    ensure(&oci).unwrap();
+    ensure(&oci, &WriteBudget::default()).unwrap();
     let marker: serde_json::Value =
         serde_json::from_slice(&fs::read(oci.join(OCI_LAYOUT_FILE)).unwrap()).unwrap();
     assert_eq!(marker, serde_json::json!({"imageLayoutVersion": "1.0.0"}));
@@ -207,14 +207,20 @@ fn ensure_creates_valid_layout_and_rejects_bad_ones() {
     assert_eq!(index["manifests"], serde_json::json!([]));
     assert!(oci.join("blobs/sha256").is_dir());
     // Idempotent.
-    ensure(&oci).unwrap();
+    ensure(&oci, &WriteBudget::default()).unwrap();
 
     fs::write(oci.join(INDEX_FILE), br#"{"schemaVersion":1,"manifests":[]}"#).unwrap();
-    assert!(matches!(ensure(&oci), Err(StoreError::CorruptIndex { .. })));
+    assert!(matches!(
+        ensure(&oci, &WriteBudget::default()),
+        Err(StoreError::CorruptIndex { .. })
+    ));
     fs::write(oci.join(INDEX_FILE), b"{not json").unwrap();
-    assert!(matches!(ensure(&oci), Err(StoreError::CorruptIndex { .. })));
+    assert!(matches!(
+        ensure(&oci, &WriteBudget::default()),
+        Err(StoreError::CorruptIndex { .. })
+    ));
     fs::write(oci.join(OCI_LAYOUT_FILE), br#"{"imageLayoutVersion":"2.0.0"}"#).unwrap();
-    match ensure(&oci) {
+    match ensure(&oci, &WriteBudget::default()) {
         Err(StoreError::UnsupportedLayout { found, .. }) => assert_eq!(found, "2.0.0"),
         other => panic!("expected UnsupportedLayout, got {other:?}"),
     }
@@ -230,7 +236,7 @@ fn unknown_index_keys_survive_a_rewrite() {
     )
     .unwrap();
     let m = Descriptor::new(OCI_MANIFEST, Digest::of(b"m"), 1);
-    set_image(oci, "x", &m, None).unwrap();
+    set_image(oci, "x", &m, None, &WriteBudget::default()).unwrap();
     let index: serde_json::Value = serde_json::from_slice(&fs::read(oci.join(INDEX_FILE)).unwrap()).unwrap();
     assert_eq!(index["annotations"]["k"], "v");
     assert_eq!(index["manifests"][0]["annotations"][ANNOTATION_REF_NAME], "x");
