@@ -6,7 +6,7 @@
 //! size, minimum transfer rate and blob size limit) and the one place set-up errors come
 //! from ([`SetupError`]).
 //!
-//! Blocking reads: building reads the secret files ([`load_secret`]) and the CA file
+//! Blocking reads: building reads the secret files (`config::load_secret`) and the CA file
 //! (`registry::http::build_client`). Async callers use [`puller`], which does those reads in
 //! `tokio::task::spawn_blocking`, never on an async worker; [`puller_blocking`] does them
 //! on the calling thread, for callers outside async code (tests, tools).
