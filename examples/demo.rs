@@ -52,6 +52,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_env("EDGEPULL_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(edgepull::progress::log_writer)
+        // Colour only on a terminal: a redirected log must hold no escape codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let big_mib: usize = std::env::var("DEMO_LAYER_MIB")

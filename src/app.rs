@@ -2,10 +2,11 @@
 //! the HTTP client, the registry client and the [`Puller`] over them.
 //!
 //! Owns: the wiring (which policy the client and its resolver enforce, which credentials
-//! the authenticator holds, the one-shot pull's retry policy, concurrency and checkpoint
-//! size) and the one place set-up errors come from ([`SetupError`]).
+//! the authenticator holds, the one-shot pull's retry policy, concurrency, checkpoint
+//! size, minimum transfer rate and blob size limit) and the one place set-up errors come
+//! from ([`SetupError`]).
 //!
-//! Blocking reads: building reads the secret files ([`load_secret`]) and the CA file
+//! Blocking reads: building reads the secret files (`config::load_secret`) and the CA file
 //! (`registry::http::build_client`). Async callers use [`puller`], which does those reads in
 //! `tokio::task::spawn_blocking`, never on an async worker; [`puller_blocking`] does them
 //! on the calling thread, for callers outside async code (tests, tools).
@@ -100,9 +101,15 @@ fn assemble(cfg: &Config, registry: RegistryClient, store: Store, progress: Arc<
         retry: one_shot_retry(),
         progress,
         checkpoint_bytes: cfg.store.checkpoint_bytes,
+        min_rate: cfg.timeouts.min_rate,
         cancel: Default::default(),
     };
-    Puller::new(fetcher, cfg.platform.clone(), cfg.concurrency)
+    Puller::new(
+        fetcher,
+        cfg.platform.clone(),
+        cfg.concurrency,
+        cfg.store.max_blob_bytes,
+    )
 }
 
 /// The egress policy a config describes.

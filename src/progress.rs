@@ -230,3 +230,63 @@ impl Progress for LogLines {
             .remove(&desc.digest);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `.rs` file under `dir`, recursively.
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    /// Colour (ANSI escapes) only on a terminal: every text log subscriber in the product
+    /// and the demo sets `with_ansi` explicitly (tracing-subscriber colours by default,
+    /// which writes escape codes into a redirected log), and no source writes a raw escape.
+    #[test]
+    fn text_logs_colour_only_on_a_terminal() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["src", "examples"] {
+            rust_files(&root.join(dir), &mut files);
+        }
+        assert!(files.iter().any(|f| f.ends_with("examples/demo.rs")), "{files:?}");
+        let builder = ["tracing_subscriber", "::fmt()"].concat();
+        let escapes = [
+            ["\\x", "1b["].concat(),
+            ["\\u{", "1b}["].concat(),
+            ["\\0", "33["].concat(),
+        ];
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            // Up to the test module: tests may spell escapes to check they never get out.
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for (at, _) in code.match_indices(&builder) {
+                let chain = &code[at..];
+                let end = chain
+                    .find(".init()")
+                    .or_else(|| chain.find(".finish()"))
+                    .unwrap_or(chain.len());
+                let chain = &chain[..end];
+                assert!(
+                    chain.contains(".json()") || chain.contains(".with_ansi("),
+                    "{}: a text subscriber without with_ansi(..is_terminal()): {chain}",
+                    file.display()
+                );
+            }
+            for e in &escapes {
+                assert!(!code.contains(e.as_str()), "{}: raw escape {e}", file.display());
+            }
+        }
+    }
+}

@@ -4,9 +4,13 @@
 //! its digest for the rest of the pull; the platform manifest is taken from the index by
 //! the pure [`select`]; blobs are fetched concurrently (bounded) by the `Fetcher`; the
 //! image becomes visible in `index.json` only after every blob is verified and stored.
+//! Every descriptor size is judged by the pure [`check_blob_sizes`] (each at most
+//! `store.max_blob_bytes`, the total within `u64`) before a plan exists, so no sum over a
+//! plan can overflow and nothing is downloaded for a manifest that lies about sizes.
 //! Manifest requests are retried by the same `Retrier` as blobs. Never talks to the
-//! network except through the registry client, and never reads the config (a puller is
-//! built by [`crate::app`]).
+//! network except through the registry client, never reads the config (a puller is
+//! built by [`crate::app`]), and never puts an index's platform strings into a message
+//! unescaped.
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +21,8 @@ use crate::progress::FetchStats;
 use crate::registry::client::{FetchedManifest, RegistryClient, RegistryError};
 use crate::store::{Store, StoreError};
 use edgepull_core::oci::manifest::{MAX_CONFIG_BYTES, OCI_MANIFEST};
-use edgepull_core::oci::platform::select;
+use edgepull_core::oci::platform::{describe_offered, select};
+use edgepull_core::oci::sizes::{SizeError, check_blob_sizes};
 use edgepull_core::oci::{Descriptor, Digest, Document, Platform, Reference};
 use edgepull_core::retry::RetryPolicy;
 
@@ -83,6 +88,16 @@ pub enum PullError {
     /// Shutdown was requested; partial downloads are checkpointed and resume later.
     #[error("{reference}: stopped for shutdown (partial downloads are kept and resume)")]
     Cancelled { reference: String },
+    /// A descriptor's size is over `store.max_blob_bytes`, or the sizes overflow.
+    #[error(
+        "{reference}: manifest {digest} refused before downloading anything; the largest blob accepted is set by store.max_blob_bytes"
+    )]
+    BlobSize {
+        reference: String,
+        digest: Digest,
+        #[source]
+        source: Box<SizeError>,
+    },
     /// The config blob is too large to be a config.
     #[error("{reference}: config blob {digest} is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit")]
     ConfigTooLarge {
@@ -103,6 +118,7 @@ impl PullError {
             PullError::NoPlatform { .. } | PullError::NotAManifest { .. } => Category::Registry,
             PullError::Manifest { .. }
             | PullError::ManifestSize { .. }
+            | PullError::BlobSize { .. }
             | PullError::ConfigTooLarge { .. } => Category::Integrity,
             PullError::Cancelled { .. } => Category::Transient,
         }
@@ -152,15 +168,18 @@ pub struct PullReport {
 pub struct Puller {
     platform: Platform,
     concurrency: usize,
+    max_blob_bytes: u64,
     fetcher: Fetcher,
 }
 
 impl Puller {
-    /// Pull for `platform` with `fetcher`, `concurrency` blobs at once.
-    pub(crate) fn new(fetcher: Fetcher, platform: Platform, concurrency: usize) -> Self {
+    /// Pull for `platform` with `fetcher`, `concurrency` blobs at once, refusing manifests
+    /// that claim a blob over `max_blob_bytes`.
+    pub(crate) fn new(fetcher: Fetcher, platform: Platform, concurrency: usize, max_blob_bytes: u64) -> Self {
         Self {
             platform,
             concurrency,
+            max_blob_bytes,
             fetcher,
         }
     }
@@ -282,16 +301,11 @@ impl Puller {
                     })
                     .collect();
                 let Some(pos) = select(&self.platform, &candidates) else {
-                    let available = candidates
-                        .iter()
-                        .map(|p| p.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ");
                     return Err(PullError::NoPlatform {
                         reference: name,
                         want: self.platform.to_string(),
                         accepted: self.platform.acceptable_variants().join(","),
-                        available,
+                        available: describe_offered(&candidates),
                     });
                 };
                 let entry = &idx.manifests[pos];
@@ -327,20 +341,28 @@ impl Puller {
                 (fetched, m, Some(top), Some(chosen))
             }
         };
+        // Distinct blobs, config first (a set: a hostile manifest may list many thousands).
+        let mut seen = std::collections::BTreeSet::new();
+        let blobs: Vec<Descriptor> = manifest
+            .blobs()
+            .filter(|d| seen.insert(d.digest))
+            .cloned()
+            .collect();
+        // Every size judged (and summed with checked_add) before anything else; the total is
+        // that of the distinct blobs, a part of a sum that fits.
+        let total_bytes = check_blob_sizes(manifest.blobs(), self.max_blob_bytes)
+            .and_then(|_| check_blob_sizes(&blobs, self.max_blob_bytes))
+            .map_err(|source| PullError::BlobSize {
+                reference: name.clone(),
+                digest: manifest_fetched.digest,
+                source: Box::new(source),
+            })?;
         if manifest.config.size > MAX_CONFIG_BYTES {
             return Err(PullError::ConfigTooLarge {
                 reference: name,
                 digest: manifest.config.digest,
                 size: manifest.config.size,
             });
-        }
-
-        // Distinct blobs, config first.
-        let mut blobs: Vec<Descriptor> = Vec::new();
-        for d in manifest.blobs() {
-            if !blobs.iter().any(|b| b.digest == d.digest) {
-                blobs.push(d.clone());
-            }
         }
         let mut desc = manifest_fetched.descriptor();
         if desc.media_type.is_empty() {
@@ -359,6 +381,7 @@ impl Puller {
             index: index.as_ref().map(|i| i.digest),
             platform,
             blobs,
+            total_bytes,
             manifest_bytes: manifest_fetched.bytes,
             index_bytes: index.map(|i| i.bytes),
         })
@@ -380,15 +403,18 @@ impl Puller {
                 .iter()
                 .find(|i| i.digest == b.digest && i.size == b.size)
                 .map_or(0, |i| i.checkpoint.min(b.size));
+            // Each term is at most its blob's size, and the sizes sum within u64 (checked in
+            // `plan`); the manifests added below could still pass u64::MAX: saturate (a
+            // saturated total never fits the disk budget).
             out.blobs += 1;
-            out.bytes += b.size - held;
-            out.resumable_bytes += held;
+            out.bytes = out.bytes.saturating_add(b.size - held);
+            out.resumable_bytes = out.resumable_bytes.saturating_add(held);
         }
         let manifests = std::iter::once((&plan.manifest.digest, plan.manifest_bytes.len()))
             .chain(plan.index.as_ref().zip(plan.index_bytes.as_ref().map(Vec::len)));
         for (d, len) in manifests {
             if !self.store().has_blob(d, len as u64).await {
-                out.bytes += len as u64;
+                out.bytes = out.bytes.saturating_add(len as u64);
             }
         }
         Ok(out)
@@ -455,8 +481,10 @@ pub(crate) struct PullPlan {
     pub(crate) index: Option<Digest>,
     /// The platform chosen from the index, if any.
     pub(crate) platform: Option<Platform>,
-    /// Distinct blobs (config first, then layers).
+    /// Distinct blobs (config first, then layers); their sizes passed [`check_blob_sizes`].
     pub(crate) blobs: Vec<Descriptor>,
+    /// The blobs' total size (the sum that check computed; it fits in u64).
+    total_bytes: u64,
     manifest_bytes: Vec<u8>,
     index_bytes: Option<Vec<u8>>,
 }
@@ -467,9 +495,9 @@ impl PullPlan {
         self.reference.to_string()
     }
 
-    /// Total size of the blobs.
+    /// Total size of the blobs (checked when the plan was made: never wraps).
     pub(crate) fn total_bytes(&self) -> u64 {
-        self.blobs.iter().map(|b| b.size).sum()
+        self.total_bytes
     }
 
     /// The report of a finished pull of this plan.

@@ -17,10 +17,10 @@
 //! | --- | --- | --- |
 //! | `reset_mid_body_resumes_with_one_range_request` | ok; one reconnect with `Range: bytes=600000-`; eastus sends exactly the blob sizes; 2 redirects for the layer | pass |
 //! | `stall_mid_body_times_out_and_resumes_where_it_stalled` | ok after the 1 s idle timeout; second request `Range: bytes=300000-` | pass |
-//! | `trickle_below_the_minimum_rate_reconnects_and_finishes` | ok within 30 s (not the 150 s the trickle needs); a ranged reconnect from offset > 0 | ignored (weakness 3) |
+//! | `trickle_below_the_minimum_rate_reconnects_and_finishes` | ok within 30 s (not the 150 s the trickle needs); a ranged reconnect from offset > 0 | pass |
 //! | `short_body_resumes_with_range` | ok; chunked body ends cleanly at 200000 → `Range: bytes=200000-` → 206 | pass |
-//! | `long_body_with_content_length_stops_at_the_descriptor_size` | ok; each blob stored at its descriptor size; one GET per blob (no refetch) | ignored (weakness 4) |
-//! | `long_chunked_body_stops_at_the_descriptor_size` | ok; same, body without `Content-Length` | ignored (weakness 4) |
+//! | `long_body_with_content_length_stops_at_the_descriptor_size` | ok; each blob stored at its descriptor size; one GET per blob (no refetch) | pass |
+//! | `long_chunked_body_stops_at_the_descriptor_size` | ok; same, body without `Content-Length` | pass |
 //! | `content_encoding_gzip_is_refused` | Registry (76) "Content-Encoding \"gzip\"", "raw bytes"; no blob, no image | pass |
 //! | `content_encoding_identity_is_accepted` | ok | pass |
 //! | `manifest_500_is_retried_then_succeeds` | ok; login served 500 once | pass |
@@ -54,10 +54,10 @@
 //! | `huge_chunked_manifest_is_refused_while_reading` | Integrity (65) "larger than 4194304 bytes" | pass |
 //! | `zero_size_layer_is_refused` | Integrity (65) "size 0"; no data endpoint request | pass |
 //! | `negative_size_layer_is_refused` | Integrity (65) "-5"; no data endpoint request | pass |
-//! | `size_larger_than_the_blob_is_refused` | Integrity (65) "Content-Length"; no blob, no image | pass |
-//! | `size_smaller_than_the_blob_is_refused` | Integrity (65) "Content-Length"; no blob, no image | pass |
+//! | `size_larger_than_the_blob_is_refused` | Integrity (65) "Content-Length 10000 is less than the 10001 bytes expected"; no blob, no image | pass |
+//! | `size_smaller_than_the_blob_is_refused` | Integrity (65): the first 9999 bytes are read (the descriptor size), their digest does not match, "was not stored"; no blob, no image | pass |
 //! | `size_u64_max_is_refused_and_nothing_is_kept` | Integrity (65) "does not match the 18446744073709551615 bytes" (today at the first response); nothing kept | pass |
-//! | `size_sum_overflow_is_refused_before_any_download` | Integrity (65) names the sizes; no data endpoint request | ignored (weakness 2) |
+//! | `size_sum_overflow_is_refused_before_any_download` | Integrity (65) names the sizes; no data endpoint request | pass |
 //! | `foreign_urls_on_a_layer_are_never_fetched` | ok from the registry; the `urls` listener and path see 0 connections | pass |
 //! | `foreign_layer_absent_from_the_registry_fails_without_touching_its_urls` | Registry (76) "not found"; the `urls` listener sees 0 connections | pass |
 //! | `zstd_layer_is_stored_like_any_blob` | ok; blob stored verbatim with its media type in the manifest | pass |

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use edgepull::exit::Category;
-use edgepull_core::oci::manifest::OCI_MANIFEST;
-use edgepull_testkit::{AuthMode, ServerName, random_bytes};
+use edgepull_core::oci::Digest;
+use edgepull_core::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
+use edgepull_testkit::{AuthMode, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, ServerName, random_bytes};
 
 #[test]
 fn single_arch_pull_lands_verified_in_the_layout() {
@@ -397,18 +398,53 @@ fn server_ignoring_range_restarts_from_zero_with_a_clean_hash() {
     assert_eq!(rt().block_on(env.open_store().verify()).unwrap().corrupt.len(), 0);
 }
 
+/// Changed by design (issue 9, weakness 9): a body longer than the descriptor used to
+/// abort the blob (and a retry fetched it from zero again); now the blob's bytes are kept,
+/// verified and committed, and the excess is neither read nor stored.
 #[test]
-fn body_longer_than_the_descriptor_aborts_and_leaves_nothing() {
+fn body_longer_than_the_descriptor_keeps_the_verified_bytes_without_refetching() {
     let env = Env::token();
     let (_, blobs) =
         env.fake
             .push_image_for("app", "x", &platform("linux/arm64"), vec![random_bytes(10_000)]);
     env.fake.set_extra_bytes(5000);
     let puller = env.puller();
-    pull_err(&env, &puller, "x", Category::Integrity);
+    let report = pull(&env, &puller, "x").expect("the blob's own bytes verify");
+    assert_eq!(report.bytes_refetched, 0, "{report:?}");
+    // One GET per blob, none ranged: nothing was fetched twice.
+    let east = env.fake.requests_to(ServerName::EastUs);
+    assert_eq!(east.len(), 2, "{east:#?}");
+    assert!(
+        east.iter().all(|r| r.status == 200 && r.range.is_none()),
+        "{east:#?}"
+    );
     drop(puller);
-    assert!(!has_blob_file(&env.store_path(), &blobs[1].digest));
-    assert!(rt().block_on(env.open_store().images()).unwrap().is_empty());
+    assert!(has_blob_file(&env.store_path(), &blobs[1].digest));
+    let store = env.open_store();
+    assert_eq!(rt().block_on(store.verify()).unwrap().corrupt.len(), 0);
+    assert_eq!(rt().block_on(store.images()).unwrap().len(), 1);
+    assert!(rt().block_on(store.ingests()).unwrap().is_empty());
+    drop(store);
+
+    // A resumed (206) body that is too long keeps its bytes the same way.
+    let (_, blobs) =
+        env.fake
+            .push_image_for("app", "y", &platform("linux/arm64"), vec![random_bytes(300_000)]);
+    env.fake.set_cut_after(Some((100_000, 1)));
+    env.fake.clear_log();
+    let puller = env.puller();
+    let report = pull(&env, &puller, "y").expect("pull with a cut and a long resume");
+    assert_eq!(report.bytes_refetched, 0, "{report:?}");
+    let ranges: Vec<String> = env
+        .fake
+        .requests_to(ServerName::EastUs)
+        .into_iter()
+        .filter_map(|r| r.range)
+        .collect();
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    drop(puller);
+    assert!(has_blob_file(&env.store_path(), &blobs[1].digest));
+    assert_eq!(rt().block_on(env.open_store().verify()).unwrap().corrupt.len(), 0);
 }
 
 #[test]
@@ -585,4 +621,308 @@ fn head_manifest_falls_back_to_get_on_405() {
         .block_on(puller.registry().head_manifest("app", "x"))
         .expect("head via get");
     assert_eq!((head.digest, head.via_get), (digest, true));
+}
+
+// --- descriptor sizes (issue 9, weakness 2) ---------------------------------------------------
+
+/// Serve, under `tag`, a manifest with a real config blob and layers of the claimed `sizes`
+/// (their bytes exist nowhere); returns the layer digests.
+fn manifest_claiming(env: &Env, tag: &str, sizes: &[u64], layer_media_type: &str) -> Vec<Digest> {
+    let config = env.fake.add_blob_typed(
+        "app",
+        br#"{"architecture":"arm64","os":"linux"}"#.to_vec(),
+        CONFIG_MEDIA_TYPE,
+    );
+    let layers: Vec<Digest> = (0..sizes.len())
+        .map(|i| Digest::of(format!("layer {tag} {i}").as_bytes()))
+        .collect();
+    let layer_json: Vec<serde_json::Value> = layers
+        .iter()
+        .zip(sizes)
+        .map(|(d, size)| serde_json::json!({"mediaType": layer_media_type, "digest": d.to_string(), "size": size}))
+        .collect();
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config.digest.to_string(), "size": config.size},
+        "layers": layer_json,
+    });
+    env.fake
+        .override_manifest("app", tag, serde_json::to_vec(&body).unwrap(), OCI_MANIFEST);
+    layers
+}
+
+/// The pull of `tag` fails as an integrity error (exit 65) before any blob request.
+fn assert_refused_before_download(env: &Env, tag: &str) -> String {
+    let puller = env.puller();
+    let err = pull_err(env, &puller, tag, Category::Integrity);
+    assert_eq!(err.category().code(), 65);
+    let blob_requests: Vec<_> = env
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/blobs/") || r.server == ServerName::EastUs)
+        .collect();
+    assert!(blob_requests.is_empty(), "nothing downloaded: {blob_requests:#?}");
+    drop(puller);
+    let store = env.open_store();
+    assert!(
+        rt().block_on(store.ingests()).unwrap().is_empty(),
+        "no ingest started"
+    );
+    assert!(rt().block_on(store.images()).unwrap().is_empty());
+    edgepull::error_chain(&err)
+}
+
+#[test]
+fn a_layer_of_2_pow_63_bytes_is_refused_naming_it_and_the_limit() {
+    let env = Env::token();
+    let layers = manifest_claiming(&env, "huge", &[1 << 63], LAYER_MEDIA_TYPE);
+    let msg = assert_refused_before_download(&env, "huge");
+    for needle in [
+        &layers[0].to_string(),
+        LAYER_MEDIA_TYPE,
+        "9223372036854775808",
+        "68719476736",
+        "store.max_blob_bytes",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
+    }
+}
+
+#[test]
+fn two_layers_summing_past_u64_are_refused_before_the_budget_sees_a_wrapped_total() {
+    let env = Env::token();
+    // A limit that lets each layer pass: the checked sum is what refuses them.
+    env.edit_config(|c| c["store"]["max_blob_bytes"] = serde_json::json!(1u64 << 63));
+    let layers = manifest_claiming(&env, "wrap", &[1 << 63, 1 << 63], LAYER_MEDIA_TYPE);
+    let msg = assert_refused_before_download(&env, "wrap");
+    for needle in [
+        &layers[1].to_string(),
+        "9223372036854775808",
+        "18446744073709551615",
+        LAYER_MEDIA_TYPE,
+    ] {
+        assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
+    }
+}
+
+#[test]
+fn a_layer_over_max_blob_bytes_is_refused_and_its_media_type_escaped() {
+    let env = Env::token();
+    env.edit_config(|c| c["store"]["max_blob_bytes"] = serde_json::json!(1u64 << 20));
+    let hostile = format!("application/x\u{1b}[2J\r\0{}", "y".repeat(10_000));
+    let layers = manifest_claiming(&env, "big", &[1000, (1 << 20) + 1], &hostile);
+    let msg = assert_refused_before_download(&env, "big");
+    for needle in [&layers[1].to_string(), "1048577", "1048576", "\\u{1b}[2J"] {
+        assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
+    }
+    assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    assert!(msg.len() < 2048, "{} bytes: {msg}", msg.len());
+}
+
+// --- the minimum transfer rate (issue 9, weakness 8) -------------------------------------------
+
+#[test]
+fn a_trickling_body_is_abandoned_as_transient_and_resumed_with_range() {
+    let env = Env::token();
+    let size = 64 * 1024;
+    let (_, blobs) = env
+        .fake
+        .push_image_for("app", "x", &platform("linux/arm64"), vec![random_bytes(size)]);
+    let layer = &blobs[1];
+    env.edit_config(|c| {
+        c["timeouts"] = serde_json::json!({"min_bytes_per_sec": 4096, "min_rate_window_secs": 2})
+    });
+    // 512 B/s: a 64 KiB layer would take two minutes.
+    env.fake.set_rate_limit(Some(512));
+    let mut puller = env.puller();
+    puller.set_retry(
+        edgepull_core::retry::RetryPolicy::new(
+            Duration::from_millis(20),
+            Duration::from_millis(200),
+            Some(2),
+        )
+        .unwrap(),
+    );
+    let started = Instant::now();
+    let err = pull_err(&env, &puller, "x", Category::Transient);
+    let msg = edgepull::error_chain(&err);
+    assert!(
+        msg.contains("too slowly") && msg.contains("timeouts.min_bytes_per_sec"),
+        "{msg}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "abandoned, not waited out"
+    );
+    // First attempt from zero, the second from where the first stopped.
+    let east = env.fake.requests_to(ServerName::EastUs);
+    let ranges: Vec<&str> = east.iter().filter_map(|r| r.range.as_deref()).collect();
+    assert_eq!(ranges.len(), 1, "{east:#?}");
+    let resumed_at: u64 = ranges[0]
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{ranges:?}"));
+    let first_sent = east
+        .iter()
+        .filter(|r| r.range.is_none())
+        .map(|r| r.body_bytes_sent)
+        .max()
+        .unwrap_or(0);
+    assert!(resumed_at > 0 && resumed_at <= first_sent, "{east:#?}");
+    drop(puller);
+
+    // What the attempts kept is checkpointed; the next pull resumes there and completes.
+    let checkpoint = rt()
+        .block_on(env.open_store().ingests())
+        .unwrap()
+        .into_iter()
+        .find(|i| i.digest == layer.digest)
+        .map(|i| i.checkpoint)
+        .expect("a resumable ingest for the layer");
+    assert!(checkpoint >= resumed_at, "{checkpoint} < {resumed_at}");
+    env.fake.set_rate_limit(None);
+    env.fake.clear_log();
+    let puller = env.puller();
+    let report = pull(&env, &puller, "x").expect("pull at full speed");
+    assert_eq!(report.bytes_resumed, checkpoint);
+    assert_eq!(report.bytes_refetched, 0);
+    let ranges: Vec<String> = env
+        .fake
+        .requests_to(ServerName::EastUs)
+        .into_iter()
+        .filter_map(|r| r.range)
+        .collect();
+    assert_eq!(ranges, vec![format!("bytes={checkpoint}-")]);
+    drop(puller);
+    assert_eq!(rt().block_on(env.open_store().verify()).unwrap().corrupt.len(), 0);
+}
+
+// --- registry-controlled text (issue 9, weakness 4) --------------------------------------------
+
+/// What a hostile registry puts in an error message: clear the screen, return the cursor,
+/// a NUL, and 100 KiB of text.
+fn hostile_text() -> String {
+    format!("\u{1b}[2J\r\0{}", "A".repeat(100 * 1024))
+}
+
+/// `text` holds no control character but newlines, and no line longer than `max`.
+#[track_caller]
+fn assert_safe(what: &str, text: &str, max_line: usize) {
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{what}: control character in {:?}",
+        &text[..text.len().min(2000)]
+    );
+    for line in text.lines() {
+        assert!(line.len() <= max_line, "{what}: line of {} bytes", line.len());
+    }
+    assert!(
+        text.contains("\\u{1b}[2J\\r\\u{0}AAA"),
+        "{what}: escaped text missing: {text}"
+    );
+}
+
+#[test]
+fn hostile_registry_error_text_is_escaped_and_bounded_in_stderr_and_status_json() {
+    let env = Env::token();
+    let (digest, _) = env
+        .fake
+        .push_image_for("app", "x", &platform("linux/arm64"), vec![random_bytes(1000)]);
+    env.fake.update_knobs(|k| k.fail_message = Some(hostile_text()));
+
+    // The CLI: the 404's message reaches stderr escaped and capped.
+    env.fake.fail_next(404, None);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgepull"))
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["pull", "app:x"])
+        .env("EDGEPULL_LOG", "debug")
+        .output()
+        .expect("run edgepull");
+    let stderr = String::from_utf8(out.stderr).expect("stderr is UTF-8");
+    assert_eq!(
+        out.status.code(),
+        Some(Category::Registry.code().into()),
+        "{stderr}"
+    );
+    assert_safe("stderr", &stderr, 4096);
+
+    // The daemon: the same text in status.json and in its log. A digest-pinned image skips the
+    // HEAD (which has no body), so the queued failure answers the manifest GET.
+    env.edit_config(|c| {
+        c["images"] = serde_json::json!([{ "ref": format!("app@{digest}"), "interval_secs": 1 }]);
+        c["sync"] = serde_json::json!({ "jitter": 0.0, "backoff_max_secs": 60 });
+        c["store"]["min_free_bytes"] = serde_json::json!(0);
+    });
+    env.fake.fail_next(404, None);
+    let log = env.dir.path().join("daemon.log");
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_edgepull"))
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["run", "--log-format", "text"])
+        .env("EDGEPULL_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start edgepull run");
+    let status_path = env.store_path().join("status.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let message = loop {
+        let status: Option<serde_json::Value> = std::fs::read(&status_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(m) = status
+            .as_ref()
+            .and_then(|s| s["images"][0]["last_error"]["message"].as_str())
+        {
+            break m.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no last_error in status.json:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_safe("status.json", &message, 2048);
+    let raw_status = std::fs::read_to_string(&status_path).unwrap();
+    assert!(
+        raw_status.len() < 16 * 1024,
+        "status.json of {} bytes",
+        raw_status.len()
+    );
+    assert_safe("daemon log", &std::fs::read_to_string(&log).unwrap(), 4096);
+}
+
+#[test]
+fn hostile_platform_strings_in_an_index_are_escaped_and_bounded() {
+    let env = Env::token();
+    let hostile = format!("x\u{1b}[2J\r\0{}", "a".repeat(10_000));
+    let entries: Vec<serde_json::Value> = (0..100)
+        .map(|i| {
+            serde_json::json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": Digest::of(format!("m{i}").as_bytes()).to_string(),
+                "size": 100,
+                "platform": {"architecture": format!("a{i}{hostile}"), "os": "linux"},
+            })
+        })
+        .collect();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
+    env.fake
+        .override_manifest("app", "multi", serde_json::to_vec(&index).unwrap(), OCI_INDEX);
+    let puller = env.puller();
+    let err = pull_err(&env, &puller, "multi", Category::Registry);
+    let msg = edgepull::error_chain(&err);
+    assert!(msg.contains("linux/a0x\\u{1b}[2j\\r\\u{0}aaa"), "{msg}");
+    assert!(msg.contains("and 84 more"), "{msg}");
+    assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    assert!(msg.len() < 4096, "{} bytes", msg.len());
 }

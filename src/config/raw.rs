@@ -60,6 +60,7 @@ pub(super) struct RawStore {
     pub(super) min_free_bytes: Option<u64>,
     pub(super) ingest_max_age_secs: Option<u64>,
     pub(super) verify_on_start: Option<String>,
+    pub(super) max_blob_bytes: Option<u64>,
 }
 
 /// One entry of `images`.
@@ -77,6 +78,8 @@ pub(super) struct RawImage {
 pub(super) struct RawTimeouts {
     pub(super) connect_secs: Option<u64>,
     pub(super) idle_read_secs: Option<u64>,
+    pub(super) min_bytes_per_sec: Option<u64>,
+    pub(super) min_rate_window_secs: Option<u64>,
 }
 
 /// `sync` (daemon mode).

@@ -3,6 +3,9 @@
 //! Owns: [`StoreConfig`], its defaults and limits. The checkpoint default is the store's
 //! own ([`edgepull_core::resume::DEFAULT_CHECKPOINT_BYTES`]), never a copy. Pure; must
 //! never touch the store itself.
+//!
+//! `max_blob_bytes` bounds every descriptor size a manifest may claim (checked by the pure
+//! [`edgepull_core::oci::sizes::check_blob_sizes`] before anything is downloaded).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,6 +53,16 @@ const INGEST_MAX_AGE_SECS: Limits = Limits {
     unit: " seconds (1 minute to 1 year; partial downloads are resumed until then)",
 };
 
+/// Default `store.max_blob_bytes`: 64 GiB.
+const DEFAULT_MAX_BLOB_BYTES: u64 = 64 << 30;
+/// `store.max_blob_bytes`: 1 MiB to 2^63 bytes (8 EiB, in effect no limit; the sum of all
+/// sizes is still checked against `u64`).
+const MAX_BLOB_BYTES: Limits = Limits {
+    min: 1 << 20,
+    max: 1 << 63,
+    unit: " bytes (1 MiB to 8 EiB; a manifest claiming a larger blob is refused)",
+};
+
 /// The `store` section, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -67,6 +80,8 @@ pub struct StoreConfig {
     pub ingest_max_age: Duration,
     /// When the daemon re-hashes the current images' blobs at start-up.
     pub(crate) verify_on_start: VerifyOnStart,
+    /// The largest blob size a manifest may claim.
+    pub(crate) max_blob_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -79,6 +94,7 @@ impl Default for StoreConfig {
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             ingest_max_age: Duration::from_secs(DEFAULT_INGEST_MAX_AGE_SECS),
             verify_on_start: VerifyOnStart::default(),
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
         }
     }
 }
@@ -107,6 +123,7 @@ impl Ctx {
             raw.ingest_max_age_secs,
             INGEST_MAX_AGE_SECS,
         )?;
+        let max_blob_bytes = self.number(&at.key("max_blob_bytes"), raw.max_blob_bytes, MAX_BLOB_BYTES)?;
         Ok(StoreConfig {
             path,
             checkpoint_bytes: checkpoint_bytes.unwrap_or(default.checkpoint_bytes),
@@ -117,6 +134,7 @@ impl Ctx {
             min_free_bytes: raw.min_free_bytes.unwrap_or(default.min_free_bytes),
             ingest_max_age: ingest_max_age.unwrap_or(default.ingest_max_age),
             verify_on_start: self.verify_on_start(&at, raw.verify_on_start.as_deref())?,
+            max_blob_bytes: max_blob_bytes.unwrap_or(default.max_blob_bytes),
         })
     }
 
@@ -158,5 +176,26 @@ mod tests {
             "store.verify_on_start",
             &["\"sometimes\"", "\"unclean\"", "\"always\"", "\"never\""],
         );
+    }
+
+    #[test]
+    fn max_blob_bytes_default_range_and_errors() {
+        assert_eq!(ok(&with(|_| {})).store.max_blob_bytes, 64 << 30);
+        for n in [1u64 << 20, 1 << 40, 1 << 63] {
+            let c = ok(&with(|v| v["store"] = json!({ "max_blob_bytes": n })));
+            assert_eq!(c.store.max_blob_bytes, n);
+        }
+        for bad in [0u64, (1 << 20) - 1, (1 << 63) + 1, u64::MAX] {
+            let e = err(&with(|v| v["store"] = json!({ "max_blob_bytes": bad })));
+            assert_invalid(
+                &e,
+                "store.max_blob_bytes",
+                &[
+                    &bad.to_string(),
+                    "1048576 to 9223372036854775808",
+                    "1 MiB to 8 EiB",
+                ],
+            );
+        }
     }
 }

@@ -1068,6 +1068,7 @@ fn concurrency_and_timeouts() {
         TimeoutConfig {
             connect: Duration::from_secs(5),
             idle_read: Duration::from_secs(120),
+            ..TimeoutConfig::default()
         }
     );
     for bad in [0, 17] {

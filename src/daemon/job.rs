@@ -404,7 +404,8 @@ impl Tracker {
         t.present = 0;
         for b in blobs {
             if store.has_blob_blocking(&b.digest, b.size) {
-                t.present += b.size;
+                // The plan's sizes passed `check_blob_sizes`; saturate anyway.
+                t.present = t.present.saturating_add(b.size);
             } else {
                 t.blobs.insert(b.digest, (b.size, 0));
             }
@@ -414,7 +415,9 @@ impl Tracker {
     /// Bytes of the plan stored so far.
     pub(crate) fn done(&self) -> u64 {
         let t = self.lock();
-        t.present + t.blobs.values().map(|(size, off)| (*off).min(*size)).sum::<u64>()
+        t.blobs.values().fold(t.present, |sum, (size, off)| {
+            sum.saturating_add((*off).min(*size))
+        })
     }
 
     /// Bytes downloaded and resumed since the last call.

@@ -2,12 +2,17 @@
 //! interrupted.
 //!
 //! Owns: applying the pure [`resume_check`] to the server's answer (continue, restart
-//! from zero, refuse), streaming into the ingest, the signed-link refresh, and telling
-//! the retry loop in [`super::Fetcher::fetch`] whether a failure is worth another attempt
-//! ([`Next`]). Must never decide how long to wait or whether to give up (that is the loop's
+//! from zero, refuse), streaming into the ingest up to the descriptor's size and no
+//! further (excess bytes are logged and left unread), the minimum-rate watch (pure
+//! [`RateWatch`], checked on every tick of its interval, so a body that stops arriving is
+//! judged too), the signed-link refresh, and telling the retry loop in
+//! [`super::Fetcher::fetch`] whether a failure is worth another attempt ([`Next`]). Must
+//! never decide how long to wait or whether to give up (that is the loop's
 //! [`Retrier`](super::retry::Retrier)), and never write a byte the ingest did not ask for.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{FetchError, Fetcher, LINK_REFRESH_AFTER};
 use crate::progress::FetchStats;
@@ -15,7 +20,8 @@ use crate::registry::client::RegistryError;
 use crate::store::Ingest;
 use edgepull_core::hostport::HostPort;
 use edgepull_core::oci::Descriptor;
-use edgepull_core::resume::{RangeError, ResumeOutcome, resume_check};
+use edgepull_core::rate::{RateWatch, Verdict};
+use edgepull_core::resume::{RangeError, ResumeOutcome, announced_excess, resume_check};
 use edgepull_core::retry::Failure;
 
 /// Why an attempt stopped before the blob was complete, when another may succeed.
@@ -33,6 +39,17 @@ pub enum Interruption {
     /// The body ended before the blob did.
     #[error("response ended at byte {offset} of {size}")]
     ShortBody { offset: u64, size: u64 },
+    /// The body arrived slower than the configured minimum.
+    #[error(
+        "the body arrived too slowly: {received} bytes in the last {} s, fewer than the {required} bytes a minimum of {bytes_per_sec} bytes/s needs (timeouts.min_bytes_per_sec over timeouts.min_rate_window_secs)",
+        window.as_secs_f64()
+    )]
+    TooSlow {
+        received: u64,
+        required: u64,
+        bytes_per_sec: u64,
+        window: Duration,
+    },
 }
 
 impl Interruption {
@@ -42,6 +59,7 @@ impl Interruption {
             Interruption::Registry(e) => e.failure(),
             Interruption::Restart(_) | Interruption::LinkRefresh => Failure::Reset,
             Interruption::ShortBody { .. } => Failure::ShortBody,
+            Interruption::TooSlow { .. } => Failure::TooSlow,
         }
     }
 }
@@ -134,12 +152,39 @@ impl Fetcher {
         if ingest.offset() > 0 {
             *spliced = true;
         }
+        // This response carries the blob from the ingest's offset to its end; a longer one
+        // is read only that far.
+        let announced = announced_excess(desc.size.saturating_sub(ingest.offset()), blob.content_length);
         let started = Instant::now();
+        let body_start = tokio::time::Instant::now();
+        let mut watch = self.min_rate.map(|rule| RateWatch::new(rule, Duration::ZERO));
+        let mut ticks = watch.as_ref().map(|w| {
+            let every = w.check_every();
+            let mut ticks = tokio::time::interval_at(body_start + every, every);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticks
+        });
         loop {
+            if ingest.offset() == desc.size && announced > 0 {
+                warn_excess(desc, &host, announced);
+                break;
+            }
             let next = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => {
                     return Err(Next::Fail(FetchError::Cancelled { digest, offset: ingest.offset() }));
+                }
+                () = tick(&mut ticks) => {
+                    if let Some(w) = watch.as_mut()
+                        && let Verdict::TooSlow { received, required, window } = w.verdict(body_start.elapsed())
+                    {
+                        let bytes_per_sec = self.min_rate.map_or(0, |r| r.bytes_per_sec());
+                        return Err(Next::Retry {
+                            host,
+                            cause: Interruption::TooSlow { received, required, bytes_per_sec, window },
+                        });
+                    }
+                    continue;
                 }
                 next = blob.chunk() => next,
             };
@@ -154,6 +199,18 @@ impl Fetcher {
                 }
             };
             stats.bytes_received += chunk.len() as u64;
+            if let Some(w) = watch.as_mut() {
+                w.record(body_start.elapsed(), chunk.len() as u64);
+            }
+            // Keep the bytes the blob still needs; anything after them is not the blob's.
+            let room = desc.size.saturating_sub(ingest.offset());
+            let excess = (chunk.len() as u64).saturating_sub(room);
+            let chunk = if excess > 0 {
+                // `room < chunk.len()`, so it fits a usize.
+                chunk.slice(..usize::try_from(room).unwrap_or(0))
+            } else {
+                chunk
+            };
             if let Err(e) = ingest.write(&chunk).await {
                 // Too many bytes (or a disk error): abort this transfer at once.
                 if e.is_integrity()
@@ -164,6 +221,10 @@ impl Fetcher {
                 return Err(store_fail(e));
             }
             self.progress.advance(desc, ingest.offset());
+            if excess > 0 {
+                warn_excess(desc, &host, excess.max(announced));
+                break;
+            }
             if started.elapsed() > LINK_REFRESH_AFTER && ingest.offset() < desc.size {
                 // Reopen for a fresh signed link before the current one expires.
                 return Err(Next::Retry {
@@ -183,4 +244,26 @@ impl Fetcher {
         }
         Ok(())
     }
+}
+
+/// The next tick of the rate watch's interval; never, without a watch.
+async fn tick(ticks: &mut Option<Interval>) {
+    match ticks {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A body longer than the blob: the blob's bytes are kept (and verified on commit), the
+/// rest is neither read nor stored.
+fn warn_excess(desc: &Descriptor, host: &HostPort, excess: u64) {
+    tracing::warn!(
+        digest = %desc.digest,
+        %host,
+        size = desc.size,
+        excess_bytes = excess,
+        "the server sent more bytes than the descriptor's size; keeping the blob's bytes for verification and ignoring the rest"
+    );
 }

@@ -4,11 +4,16 @@
 //! store's offset, check the server's answer to the `Range` (pure
 //! [`resume_check`](edgepull_core::resume::resume_check), in `attempt`), stream into the
 //! ingest (which bounds the size and hashes), retry by core's
-//! [`RetryPolicy`] through the shared `retry::Retrier`, and commit. The store owns the
+//! [`RetryPolicy`] through the shared `retry::Retrier`, and commit. A body is read only
+//! up to the descriptor's size: a server that sends more has the excess ignored (logged),
+//! not the blob thrown away. A body slower than the configured minimum rate (pure
+//! [`RateWatch`](edgepull_core::rate::RateWatch), in `attempt`) is abandoned as a
+//! transient failure: checkpoint, back off, resume with `Range`. The store owns the
 //! offset; this module never keeps bytes it has not written, never buffers a blob in
-//! memory, never retries an integrity failure more than once from zero, and never drops a
-//! store error unseen (a failed checkpoint is returned when it stops the transfer, logged
-//! with its causes otherwise).
+//! memory, never reads past the descriptor's size (beyond one chunk), never retries an
+//! integrity failure more than once from zero, and never drops a store error unseen (a
+//! failed checkpoint is returned when it stops the transfer, logged with its causes
+//! otherwise).
 
 mod attempt;
 pub(crate) mod retry;
@@ -26,6 +31,7 @@ use crate::registry::client::{RegistryClient, RegistryError};
 use crate::store::{Ingest, Store, StoreError};
 use edgepull_core::hostport::HostPort;
 use edgepull_core::oci::{Descriptor, Digest};
+use edgepull_core::rate::MinRate;
 use edgepull_core::resume::RangeError;
 use edgepull_core::retry::RetryPolicy;
 
@@ -112,6 +118,8 @@ pub(crate) struct Fetcher {
     pub(crate) progress: Arc<dyn Progress>,
     /// Durable checkpoint every this many bytes (the store also checkpoints every 5 s).
     pub(crate) checkpoint_bytes: u64,
+    /// The slowest a body may arrive before the attempt is abandoned; `None`: no minimum.
+    pub(crate) min_rate: Option<MinRate>,
     /// Fired at shutdown: the transfer stops at the next chunk or wait, checkpoints what it
     /// has written, and returns [`FetchError::Cancelled`]. Never fired for a plain pull.
     pub(crate) cancel: CancellationToken,

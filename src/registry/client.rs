@@ -24,6 +24,7 @@ use edgepull_core::hostport::HostPort;
 use edgepull_core::oci::manifest::{ACCEPT, MAX_MANIFEST_BYTES, ManifestError};
 use edgepull_core::oci::{Descriptor, Digest};
 use edgepull_core::retry::{Failure, is_transient_status, parse_retry_after};
+use edgepull_core::text::{SHORT, sanitize};
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -402,7 +403,7 @@ impl RegistryClient {
                 what: what.clone(),
                 host: self.login.clone(),
                 header: "Docker-Content-Digest",
-                value: v.chars().take(100).collect(),
+                value: sanitize(v, SHORT),
             })?),
             None => None,
         };
@@ -533,7 +534,7 @@ impl RegistryClient {
                         return Err(RegistryError::ContentEncoding {
                             what,
                             host: from,
-                            encoding: enc.to_string(),
+                            encoding: sanitize(enc, SHORT),
                         });
                     }
                     let content_range = header_str(resp.headers(), header::CONTENT_RANGE).map(str::to_string);

@@ -21,6 +21,7 @@ use super::connector::{self, DialRefused};
 use edgepull_core::egress::{EgressPolicy, PolicyError, redact_url};
 use edgepull_core::hostport::HostPort;
 use edgepull_core::retry::Failure;
+use edgepull_core::text::{MESSAGE, SHORT, sanitize};
 
 /// Largest error body read (1 MiB).
 pub(crate) const MAX_ERROR_BYTES: u64 = 1024 * 1024;
@@ -180,7 +181,9 @@ pub(crate) async fn error_detail(resp: Response, host: &HostPort) -> String {
     }
 }
 
-/// A short, safe summary of a registry error body (`{"errors":[{"code","message"}]}`).
+/// A short, safe summary of a registry error body (`{"errors":[{"code","message"}]}`): at
+/// most three entries, each code and message escaped and capped ([`sanitize`]), since they
+/// reach a terminal, the journal and `status.json`.
 pub(crate) fn error_summary(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Envelope {
@@ -200,13 +203,11 @@ pub(crate) fn error_summary(body: &[u8]) -> String {
                 .map(|e| {
                     let code = e
                         .code
-                        .clone()
+                        .as_deref()
                         .filter(|c| !c.is_empty())
-                        .unwrap_or_else(|| "UNKNOWN".into());
+                        .map_or_else(|| "UNKNOWN".into(), |c| sanitize(c, SHORT));
                     match &e.message {
-                        Some(m) if !m.is_empty() => {
-                            format!("{code}: {}", m.chars().take(200).collect::<String>())
-                        }
+                        Some(m) if !m.is_empty() => format!("{code}: {}", sanitize(m, MESSAGE)),
                         _ => code,
                     }
                 })
@@ -249,5 +250,19 @@ mod tests {
             " (DENIED: requested access to the resource is denied; UNKNOWN)"
         );
         assert_eq!(error_summary(b"<html>"), "");
+    }
+
+    #[test]
+    fn error_summary_escapes_registry_text() {
+        let hostile = format!("\x1b[2J\r\0{}", "A".repeat(100 * 1024));
+        let body = serde_json::json!({"errors": [{"code": hostile, "message": hostile}]}).to_string();
+        let got = error_summary(body.as_bytes());
+        assert!(got.starts_with(" (\\u{1b}[2J\\r\\u{0}AAA"), "{got}");
+        assert!(!got.chars().any(char::is_control), "{got:?}");
+        assert!(
+            got.chars().count() <= SHORT + MESSAGE + 8,
+            "{} chars",
+            got.chars().count()
+        );
     }
 }

@@ -57,7 +57,6 @@ fn stall_mid_body_times_out_and_resumes_where_it_stalled() {
 }
 
 #[test]
-#[ignore = "awaits weakness 3 fix (min-rate timeout: timeouts.min_bytes_per_sec)"]
 fn trickle_below_the_minimum_rate_reconnects_and_finishes() {
     let env = Env::token();
     let (_, blobs) = image(&env, vec![random_bytes(300_000)]);
@@ -115,13 +114,11 @@ fn long_body(chunked: bool) {
 }
 
 #[test]
-#[ignore = "awaits weakness 4 fix (long body: stop at the descriptor size, verify, keep)"]
 fn long_body_with_content_length_stops_at_the_descriptor_size() {
     long_body(false);
 }
 
 #[test]
-#[ignore = "awaits weakness 4 fix (long body: stop at the descriptor size, verify, keep)"]
 fn long_chunked_body_stops_at_the_descriptor_size() {
     long_body(true);
 }

@@ -3,7 +3,8 @@
 //! Owns: the OCI types ([`oci`]), host names and ACR host shapes ([`hostport`], [`acr`]),
 //! the egress allowlist and redirect policy with URL redaction ([`egress`]), the
 //! `WWW-Authenticate` parser ([`challenge`]), the token endpoint's reply ([`token`]),
-//! `Content-Range` and resume decisions ([`resume`]), the retry/backoff policy ([`retry`]),
+//! `Content-Range` and resume decisions ([`resume`]), the minimum transfer rate ([`rate`]),
+//! the retry/backoff policy ([`retry`]), registry text made safe to show ([`text`]),
 //! the daemon's schedule decisions ([`schedule`]), the content store's garbage-collection
 //! decisions ([`gc`]) and start-up decisions ([`store`]: re-hash policy, directory
 //! safety), and the redacted [`secret::Secret`] credentials travel in.
@@ -20,9 +21,11 @@ pub mod egress;
 pub mod gc;
 pub mod hostport;
 pub mod oci;
+pub mod rate;
 pub mod resume;
 pub mod retry;
 pub mod schedule;
 pub mod secret;
 pub mod store;
+pub mod text;
 pub mod token;

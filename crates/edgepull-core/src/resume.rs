@@ -8,6 +8,12 @@
 //! end of the blob, or claims a total other than the descriptor size: appending such bytes
 //! would corrupt the partial file (the digest check would catch it, but only after the
 //! whole download was wasted).
+//!
+//! A `Content-Length` *longer* than the bytes the blob still needs is not refused: the body
+//! starts at the offset, so its first bytes are the ones wanted; the caller reads exactly
+//! those, stops, verifies them and keeps them ([`announced_excess`] says how many more the
+//! server announced). Refusing it would throw away a blob a server pads by one byte on
+//! every retry.
 
 use std::fmt;
 
@@ -85,9 +91,9 @@ pub enum RangeError {
         got.map_or_else(|| "unknown".to_string(), |g| g.to_string())
     )]
     WrongTotal { expected: u64, got: Option<u64> },
-    /// `Content-Length` differs from the bytes still expected.
+    /// `Content-Length` is below the bytes still expected.
     #[error(
-        "Content-Length {got} does not match the {expected} bytes expected from this response; \
+        "Content-Length {got} is less than the {expected} bytes expected from this response; \
          refusing the body"
     )]
     ContentLengthMismatch { expected: u64, got: u64 },
@@ -193,7 +199,8 @@ pub enum ResumeOutcome {
 /// `Content-Range` and `Content-Length`. Rules: a 206 must say `bytes <offset>-<size-1>/<size>`;
 /// a 200 to a range request means the range was ignored; a 416 at `offset == size` means
 /// complete, any other 416 means start over; an offset beyond the size means start over; a
-/// `Content-Length` other than the bytes this response should carry is invalid.
+/// `Content-Length` below the bytes this response should carry is invalid (one above is
+/// read only as far as the blob goes: see [`announced_excess`]).
 pub fn resume_check(
     requested_offset: u64,
     size: u64,
@@ -206,7 +213,7 @@ pub fn resume_check(
         return ResumeOutcome::Restart(RangeError::OffsetBeyondSize { offset, size });
     }
     let length_ok = |expected: u64| match content_length {
-        Some(got) if got != expected => Err(RangeError::ContentLengthMismatch { expected, got }),
+        Some(got) if got < expected => Err(RangeError::ContentLengthMismatch { expected, got }),
         _ => Ok(()),
     };
     let outcome = match status {
@@ -236,6 +243,13 @@ pub fn resume_check(
         status => Err(RangeError::UnexpectedStatus { status }),
     };
     outcome.unwrap_or_else(ResumeOutcome::Invalid)
+}
+
+/// Bytes a response announces (`Content-Length`) beyond the `expected` ones the blob still
+/// needs from it: the caller reads `expected` bytes and ignores the rest. 0 when the length
+/// is unknown or not longer.
+pub fn announced_excess(expected: u64, content_length: Option<u64>) -> u64 {
+    content_length.map_or(0, |len| len.saturating_sub(expected))
 }
 
 /// A 206 must cover exactly `offset..size` of a `size`-byte blob.
@@ -386,18 +400,21 @@ mod tests {
             (0, 1000, 200, None, Some(1000), Want::Continue),
             (0, 1000, 200, None, None, Want::Continue),
             (0, 1000, 206, Some("bytes 0-999/1000"), Some(1000), Want::Continue),
+            // Longer than the blob: read as far as the blob goes, ignore the rest.
+            (0, 1000, 200, None, Some(1001), Want::Continue),
+            (0, 1000, 200, None, Some(u64::MAX), Want::Continue),
             (
                 0,
                 1000,
                 200,
                 None,
-                Some(1001),
+                Some(999),
                 Want::Invalid(|e| {
                     matches!(
                         e,
                         RangeError::ContentLengthMismatch {
                             expected: 1000,
-                            got: 1001
+                            got: 999
                         }
                     )
                 }),
@@ -518,30 +535,9 @@ mod tests {
                 None,
                 Want::Invalid(|e| matches!(e, RangeError::Malformed { .. })),
             ),
-            (
-                400,
-                1000,
-                206,
-                good,
-                Some(601),
-                Want::Invalid(|e| {
-                    matches!(
-                        e,
-                        RangeError::ContentLengthMismatch {
-                            expected: 600,
-                            got: 601
-                        }
-                    )
-                }),
-            ),
-            (
-                400,
-                1000,
-                206,
-                good,
-                Some(u64::MAX),
-                Want::Invalid(|e| matches!(e, RangeError::ContentLengthMismatch { .. })),
-            ),
+            (400, 1000, 206, good, Some(601), Want::Continue),
+            (400, 1000, 206, good, Some(u64::MAX), Want::Continue),
+            (400, 1000, 200, None, Some(1001), Want::Ignored),
             (
                 400,
                 1000,
@@ -668,6 +664,21 @@ mod tests {
                 _ => false,
             };
             assert!(ok, "offset {offset} size {size} {status} {cr:?} {cl:?}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn announced_excess_table() {
+        let cases = [
+            (1000, None, 0),
+            (1000, Some(1000), 0),
+            (1000, Some(999), 0),
+            (1000, Some(1001), 1),
+            (600, Some(5600), 5000),
+            (0, Some(u64::MAX), u64::MAX),
+        ];
+        for (expected, len, want) in cases {
+            assert_eq!(announced_excess(expected, len), want, "{expected} {len:?}");
         }
     }
 

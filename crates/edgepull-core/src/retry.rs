@@ -3,7 +3,8 @@
 //! Owns: which failures are transient (the one copy of "5xx/408/429 is transient":
 //! [`is_transient_status`]), exponential backoff with equal jitter (the one copy:
 //! [`equal_jitter`], also behind the daemon's [`crate::schedule::Backoff`]), `Retry-After` as
-//! a floor, the attempt budget and its reset on progress ([`RetryState`]). Sans-IO: no
+//! a floor, the attempt budget and its reset on progress ([`RetryState`]) — except for a
+//! body abandoned as too slow, whose trickle is not progress. Sans-IO: no
 //! clock, no sleep, no randomness; the caller injects the time (`now`) and a jitter sample
 //! in `0..=1`.
 //!
@@ -47,6 +48,10 @@ pub enum Failure {
     Reset,
     /// No bytes arrived within the stall timeout.
     Stall,
+    /// The body arrived slower than the configured minimum rate (see [`crate::rate`]).
+    /// Transient, but the bytes it brought do not count as progress: a server that
+    /// trickles would otherwise reset the attempt budget forever.
+    TooSlow,
     /// A final HTTP status that is neither a body nor a redirect (after auth handling).
     Status {
         /// The status code.
@@ -82,7 +87,7 @@ pub fn is_transient_status(code: u16) -> bool {
 }
 
 impl Failure {
-    /// Classify: transport errors, short bodies, 408, 429 and 502/503/504 are transient;
+    /// Classify: transport errors, slow or short bodies, 408, 429 and 502/503/504 are transient;
     /// other 5xx are retried a few times; everything else is permanent.
     ///
     /// `Integrity` is permanent here: only the caller knows whether the download was
@@ -90,7 +95,7 @@ impl Failure {
     /// is its decision, not a backoff.
     pub fn retryable(&self) -> Retryable {
         match self {
-            Self::Connect | Self::Reset | Self::Stall | Self::ShortBody => Retryable::Yes,
+            Self::Connect | Self::Reset | Self::Stall | Self::TooSlow | Self::ShortBody => Retryable::Yes,
             Self::Status { code, .. } if !is_transient_status(*code) => Retryable::No,
             Self::Status { code, .. } => match code {
                 500 | 501 | 505..=599 => Retryable::AFewTimes(OTHER_5XX_MAX_ATTEMPTS),
@@ -99,6 +104,13 @@ impl Failure {
             Self::LinkRejected => Retryable::AFewTimes(LINK_REJECTED_MAX_ATTEMPTS),
             Self::Integrity | Self::Fatal => Retryable::No,
         }
+    }
+
+    /// Whether bytes stored by the attempt that failed this way count as progress (they
+    /// reset the attempt budget). Not for [`Failure::TooSlow`]: its few bytes are the
+    /// symptom, not progress.
+    pub fn counts_progress(&self) -> bool {
+        !matches!(self, Self::TooSlow)
     }
 
     /// The server's `Retry-After`, if any.
@@ -184,12 +196,15 @@ impl RetryPolicy {
     ///   moved forward) before failing. If so the run restarts: this failure is judged as
     ///   the first, and the caller's next `attempt` is 1 (else `attempt + 1`).
     ///   [`RetryState`] keeps that counter. So a download that keeps moving never gives up,
-    ///   and one that is stuck gives up after `max_attempts`.
+    ///   and one that is stuck gives up after `max_attempts`. A [`Failure::TooSlow`] is
+    ///   judged as without progress ([`Failure::counts_progress`]), so a trickling server
+    ///   gives up after `max_attempts` too.
     /// - `jitter`: a uniform sample in `0..=1` (clamped; NaN counts as 0).
     ///
     /// The wait is the equal-jitter backoff; with `Retry-After`, at least
     /// `min(Retry-After, cap) + jitter·max(base, Retry-After/4)`; never above the cap.
     pub fn decide(&self, attempt: u32, failure: &Failure, progressed: bool, jitter: f64) -> Action {
+        let progressed = progressed && failure.counts_progress();
         let attempt = if progressed { 0 } else { attempt };
         let failures = attempt.saturating_add(1);
         let class_limit = match failure.retryable() {
@@ -254,7 +269,7 @@ impl RetryState {
         jitter: f64,
     ) -> Action {
         let action = policy.decide(self.attempt, failure, progressed, jitter);
-        self.attempt = if progressed {
+        self.attempt = if progressed && failure.counts_progress() {
             1
         } else {
             self.attempt.saturating_add(1)
@@ -311,6 +326,7 @@ mod tests {
             (Failure::Stall, true),
             (Failure::ShortBody, true),
             (Failure::LinkRejected, true),
+            (Failure::TooSlow, true),
             (status(408), true),
             (status(429), true),
             (status(500), true),
@@ -400,6 +416,9 @@ mod tests {
             (eight, 6, Failure::Reset, false, true),
             (eight, 7, Failure::Reset, false, false), // the 8th failure in a row
             (eight, 7, Failure::Reset, true, true),   // ...unless it made progress
+            (eight, 6, Failure::TooSlow, true, true),
+            (eight, 7, Failure::TooSlow, true, false), // a trickle is no progress
+            (forever, u32::MAX, Failure::TooSlow, true, true),
             (eight, 1000, status(503), true, true),
             (forever, 1000, Failure::Stall, false, true),
             (forever, u32::MAX, Failure::Connect, false, true),
@@ -529,6 +548,26 @@ mod tests {
         }
         assert_eq!(st.on_failure(&p, &Failure::Stall, false, 0.0), Action::GiveUp);
         assert_eq!(st.failures(), 15);
+    }
+
+    #[test]
+    fn a_slow_body_never_resets_the_counter() {
+        let p = RetryPolicy::new(S(1), S(300), Some(3)).unwrap();
+        let mut st = RetryState::new();
+        for want in [1, 2] {
+            assert!(matches!(
+                st.on_failure(&p, &Failure::TooSlow, true, 0.0),
+                Action::RetryAfter(_)
+            ));
+            assert_eq!(st.attempt(), want);
+        }
+        // The third slow attempt in a row gives up, bytes or not.
+        assert_eq!(st.on_failure(&p, &Failure::TooSlow, true, 0.0), Action::GiveUp);
+        // Real progress after slow attempts still resets the counter.
+        let mut st = RetryState::new();
+        st.on_failure(&p, &Failure::TooSlow, true, 0.0);
+        st.on_failure(&p, &Failure::Reset, true, 0.0);
+        assert_eq!(st.attempt(), 1);
     }
 
     #[test]

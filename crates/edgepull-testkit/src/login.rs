@@ -197,7 +197,11 @@ fn take_invalid_token(shared: &Shared) -> bool {
 
 /// The next queued failure, if any.
 fn take_failure(shared: &Shared) -> Option<Response<FakeBody>> {
-    let (status, retry_after) = lock(&shared.knobs).fail_next.pop_front()?;
+    let (status, retry_after, message) = {
+        let mut knobs = lock(&shared.knobs);
+        let (status, retry_after) = knobs.fail_next.pop_front()?;
+        (status, retry_after, knobs.fail_message.clone())
+    };
     let code = match status {
         429 => "TOOMANYREQUESTS",
         401 => "UNAUTHORIZED",
@@ -206,7 +210,8 @@ fn take_failure(shared: &Shared) -> Option<Response<FakeBody>> {
         _ => "UNKNOWN",
     };
     let extra: Vec<_> = retry_after.into_iter().map(|v| (RETRY_AFTER, v)).collect();
-    Some(error_with(status, code, "injected failure (fail_next)", &extra))
+    let message = message.as_deref().unwrap_or("injected failure (fail_next)");
+    Some(error_with(status, code, message, &extra))
 }
 
 fn manifest(shared: &Shared, head: bool, repo: &str, reference: &str) -> Response<FakeBody> {

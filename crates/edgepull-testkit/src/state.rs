@@ -150,6 +150,9 @@ pub struct Knobs {
     /// `(status, Retry-After)`: answers for the next authorized manifest/blob requests on
     /// the login server, one entry each.
     pub fail_next: VecDeque<(u16, Option<String>)>,
+    /// The `message` of the `fail_next` answers' error body (default
+    /// `injected failure (fail_next)`), to test how registry error text is shown.
+    pub fail_message: Option<String>,
     /// Manifests served verbatim for `(repo, reference)`.
     pub manifest_override: HashMap<(String, String), RawManifest>,
     /// HEAD on manifests answers 405.
@@ -230,6 +233,7 @@ impl Default for Knobs {
             wrong_content_range: false,
             content_encoding: None,
             fail_next: VecDeque::new(),
+            fail_message: None,
             manifest_override: HashMap::new(),
             head_manifest_405: false,
             link_ttl: Duration::from_secs(20 * 60),

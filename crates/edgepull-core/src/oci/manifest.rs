@@ -3,7 +3,10 @@
 //! Owns: `Descriptor`, `ImageManifest`, `ImageIndex`, and `Document::parse`, which turns the
 //! exact bytes a registry sent plus its `Content-Type` into one typed document or a clear
 //! refusal (schema1, mediaType ≠ Content-Type, index/manifest ambiguity — CVE-2021-41190 —,
-//! zero or negative sizes, bad digests). Never does IO and never follows descriptor `urls`.
+//! zero, negative, fractional or out-of-range sizes, bad digests). Every piece of the
+//! document or the header that reaches an error is escaped and capped
+//! ([`crate::text::sanitize`]): a media type is registry text. Never does IO and never
+//! follows descriptor `urls`.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
 use super::platform::Platform;
+use crate::text::{MESSAGE, SHORT, sanitize};
 
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -48,13 +52,10 @@ pub enum ManifestError {
         "manifest document has both \"manifests\" and \"{other}\" and could be read as an index or a manifest (CVE-2021-41190); refusing it"
     )]
     Ambiguous { other: &'static str },
-    /// Not valid JSON for the declared type.
-    #[error("manifest of type {media_type} is not valid JSON for that type: {source}")]
-    Json {
-        media_type: String,
-        #[source]
-        source: serde_json::Error,
-    },
+    /// Not valid JSON for the declared type. `detail` names the field (`layers[0].size`),
+    /// the value and the position, escaped and capped.
+    #[error("manifest of type {media_type:?} is not valid JSON for that type: {detail}")]
+    Json { media_type: String, detail: String },
     /// A descriptor with a zero size (where content is required).
     #[error("descriptor {digest} in the manifest has size 0; blobs must have a positive size")]
     ZeroSize { digest: Digest },
@@ -190,22 +191,21 @@ impl Document {
             .trim()
             .to_ascii_lowercase();
         if header.starts_with("application/vnd.docker.distribution.manifest.v1") {
-            return Err(ManifestError::Schema1 { media_type: header });
+            return Err(ManifestError::Schema1 {
+                media_type: sanitize(&header, SHORT),
+            });
         }
-        let probe: Probe = serde_json::from_slice(body).map_err(|source| ManifestError::Json {
-            media_type: header.clone(),
-            source,
-        })?;
+        let probe: Probe = parse_json(body, &header)?;
         if let Some(body_type) = &probe.media_type {
             if body_type.starts_with("application/vnd.docker.distribution.manifest.v1") {
                 return Err(ManifestError::Schema1 {
-                    media_type: body_type.clone(),
+                    media_type: sanitize(body_type, SHORT),
                 });
             }
             if !header.is_empty() && *body_type != header {
                 return Err(ManifestError::MediaTypeMismatch {
-                    body: body_type.clone(),
-                    header,
+                    body: sanitize(body_type, SHORT),
+                    header: sanitize(&header, SHORT),
                 });
             }
         }
@@ -222,32 +222,46 @@ impl Document {
         } else {
             header
         };
-        let json_err = |source| ManifestError::Json {
-            media_type: effective.clone(),
-            source,
-        };
         match effective.as_str() {
             OCI_INDEX | DOCKER_LIST => {
-                let index: ImageIndex = serde_json::from_slice(body).map_err(json_err)?;
+                let index: ImageIndex = parse_json(body, &effective)?;
                 Ok(Document::Index(index))
             }
             OCI_MANIFEST | DOCKER_MANIFEST => {
-                let m: ImageManifest = serde_json::from_slice(body).map_err(json_err)?;
+                let m: ImageManifest = parse_json(body, &effective)?;
                 if let Some(zero) = m.blobs().find(|d| d.size == 0) {
                     return Err(ManifestError::ZeroSize { digest: zero.digest });
                 }
                 Ok(Document::Manifest(m))
             }
             other => Err(ManifestError::UnsupportedType {
-                media_type: other.to_string(),
+                media_type: sanitize(other, SHORT),
             }),
         }
     }
 
-    /// The media type of this document kind, for descriptors that point at it.
+    /// Whether this is an index (a multi-platform document).
     pub fn is_index(&self) -> bool {
         matches!(self, Document::Index(_))
     }
+}
+
+/// `body` as a `T`, or a [`ManifestError::Json`] naming the field that failed (via
+/// `serde_path_to_error`: `layers[0].size: invalid value: integer \`-5\`, expected u64`).
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], media_type: &str) -> Result<T, ManifestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let detail = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        // Trailing characters after the document are refused too (as `from_slice` does).
+        Ok(v) => match de.end() {
+            Ok(()) => return Ok(v),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    Err(ManifestError::Json {
+        media_type: sanitize(media_type, SHORT),
+        detail: sanitize(&detail, MESSAGE),
+    })
 }
 
 #[cfg(test)]
@@ -318,6 +332,68 @@ mod tests {
             Document::parse(&huge, OCI_MANIFEST).unwrap_err(),
             ManifestError::TooLarge { .. }
         ));
+    }
+
+    #[test]
+    fn bad_sizes_are_json_errors_naming_the_field_and_value() {
+        // (replacement for the layer's size, text the message must show)
+        let cases = [
+            ("-5", "integer `-5`"),
+            ("1.5", "floating point `1.5`"),
+            ("18446744073709551616", "floating point"),
+            ("\"20\"", "string \"20\""),
+            ("null", "null"),
+            ("1e3", "floating point `1000"),
+        ];
+        for (size, shown) in cases {
+            let body = manifest_json(None).replace("\"size\":20", &format!("\"size\":{size}"));
+            let err = Document::parse(body.as_bytes(), OCI_MANIFEST).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, ManifestError::Json { .. }), "{size}: {msg}");
+            assert!(msg.contains("layers[0].size"), "{size}: {msg}");
+            assert!(msg.contains(shown), "{size}: {msg}");
+        }
+        // The largest u64 parses (the size checks judge it later).
+        let body = manifest_json(None).replace("\"size\":20", "\"size\":18446744073709551615");
+        let Document::Manifest(m) = Document::parse(body.as_bytes(), OCI_MANIFEST).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.layers[0].size, u64::MAX);
+    }
+
+    #[test]
+    fn registry_text_in_errors_is_escaped_and_capped() {
+        let hostile = format!("\x1b[2J\r\0{}", "A".repeat(100 * 1024));
+        let escaped = serde_json::to_string(&hostile).unwrap();
+        // Unsupported type from the body, a mismatch, a JSON error carrying the value.
+        let unsupported = manifest_json(None).replacen("{", &format!("{{\"mediaType\":{escaped},"), 1);
+        let mismatch = unsupported.clone();
+        let bad_digest = manifest_json(None).replace(&format!("\"{}\"", d(2)), &escaped);
+        // serde_path_to_error names a map key as it is: here, in the path to a bad value.
+        let bad_annotation = manifest_json(None).replace(
+            "\"size\":20",
+            &format!("\"size\":20,\"annotations\":{{{escaped}:5}}"),
+        );
+        let errors = [
+            Document::parse(unsupported.as_bytes(), "").unwrap_err(),
+            Document::parse(mismatch.as_bytes(), OCI_MANIFEST).unwrap_err(),
+            Document::parse(manifest_json(None).as_bytes(), &hostile).unwrap_err(),
+            Document::parse(bad_digest.as_bytes(), OCI_MANIFEST).unwrap_err(),
+            Document::parse(bad_annotation.as_bytes(), OCI_MANIFEST).unwrap_err(),
+            Document::parse(
+                b"{}",
+                &format!("application/vnd.docker.distribution.manifest.v1+{hostile}"),
+            )
+            .unwrap_err(),
+        ];
+        for e in errors {
+            let msg = e.to_string();
+            assert!(msg.chars().count() < 1024, "{} chars: {e:?}", msg.len());
+            assert!(
+                !msg.chars().any(|c| c.is_control()),
+                "control character in {msg:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod digest;
 pub mod manifest;
 pub mod platform;
 pub mod reference;
+pub mod sizes;
 
 pub use digest::{Digest, DigestError, Hasher};
 pub use manifest::{Descriptor, Document, ImageIndex, ImageManifest};

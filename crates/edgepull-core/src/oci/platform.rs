@@ -2,12 +2,19 @@
 //!
 //! Owns: parsing platform strings, the default platform of this build, the variant
 //! fallback table (containerd's: arm/v7 accepts v6 and v5, arm64 treats "" and v8 alike)
-//! and `select`, a pure function over index entries. Never does IO.
+//! and `select`, a pure function over index entries, and [`describe_offered`], the list of
+//! an index's platforms for an error message. Never does IO, and never shows a platform
+//! string from an index unescaped (it is registry text).
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::text::{SHORT, sanitize};
+
+/// Most platforms [`describe_offered`] lists by name.
+pub const OFFERED_SHOWN: usize = 16;
 
 /// Why a platform string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,6 +148,33 @@ pub fn select(want: &Platform, candidates: &[Platform]) -> Option<usize> {
     })
 }
 
+/// The platforms an index offers, for a message: the distinct ones in index order, each
+/// escaped and capped ([`sanitize`]), at most [`OFFERED_SHOWN`] of them and then how many
+/// more; `(none)` for an empty index.
+pub fn describe_offered(candidates: &[Platform]) -> String {
+    let mut shown: Vec<String> = Vec::new();
+    let mut more = 0usize;
+    for c in candidates {
+        let text = sanitize(&c.to_string(), SHORT);
+        if shown.contains(&text) {
+            continue;
+        }
+        if shown.len() < OFFERED_SHOWN {
+            shown.push(text);
+        } else {
+            more += 1;
+        }
+    }
+    if shown.is_empty() {
+        return "(none)".to_string();
+    }
+    let mut out = shown.join(", ");
+    if more > 0 {
+        out.push_str(&format!(" and {more} more"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +225,23 @@ mod tests {
         // arm64 entries without a variant count as v8.
         let no_variant = [Platform::normalized("linux", "arm64", "")];
         assert_eq!(select(&p("linux/arm64/v8"), &no_variant), Some(0));
+    }
+
+    #[test]
+    fn offered_platforms_are_listed_escaped_and_bounded() {
+        assert_eq!(describe_offered(&[]), "(none)");
+        assert_eq!(
+            describe_offered(&[p("linux/amd64"), p("linux/arm/v7"), p("linux/amd64")]),
+            "linux/amd64, linux/arm/v7"
+        );
+        let hostile = Platform::normalized("linux", &format!("\x1b[2J\r\0{}", "x".repeat(100_000)), "v7");
+        let got = describe_offered(&[hostile]);
+        assert!(got.starts_with("linux/\\u{1b}[2j\\r\\u{0}xxx"), "{got}");
+        assert_eq!(got.chars().count(), SHORT);
+        let many: Vec<Platform> = (0..1000)
+            .map(|i| Platform::normalized("linux", &format!("arch{i}"), ""))
+            .collect();
+        let got = describe_offered(&many);
+        assert!(got.ends_with("linux/arch15 and 984 more"), "{got}");
     }
 }
