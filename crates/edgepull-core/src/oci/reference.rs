@@ -79,7 +79,7 @@ impl Reference {
                 value: value.to_string(),
             });
         };
-        if !(registry.contains('.') || registry.contains(':') || registry == "localhost") {
+        if !looks_like_registry(registry) {
             return Err(ReferenceError::NoRegistry {
                 value: value.to_string(),
             });
@@ -161,8 +161,22 @@ impl Reference {
 }
 
 impl fmt::Display for Reference {
+    /// Prints text that [`Reference::parse`] reads back as the same reference: a registry
+    /// whose name has no dot (`myregistry:443`) keeps its port even when it is the default,
+    /// or the text would name a repository on no registry at all (found by fuzzing).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)?;
+        let registry = self.registry.to_string();
+        if looks_like_registry(&registry) {
+            write!(f, "{registry}/{}", self.repository)?;
+        } else {
+            write!(
+                f,
+                "{}:{}/{}",
+                self.registry.host(),
+                self.registry.port(),
+                self.repository
+            )?;
+        }
         if let Some(t) = &self.tag {
             write!(f, ":{t}")?;
         }
@@ -184,6 +198,12 @@ impl FromStr for Reference {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
     }
+}
+
+/// Whether the first path component names a registry rather than a repository (the
+/// distribution reference grammar: it has a dot or a port, or is `localhost`).
+fn looks_like_registry(first: &str) -> bool {
+    first.contains('.') || first.contains(':') || first == "localhost"
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`
@@ -261,6 +281,27 @@ mod tests {
         let r = Reference::parse(&format!("c.azurecr.io/app:v1@{d}")).unwrap();
         assert_eq!(r.manifest_ref(), d);
         assert_eq!(r.to_string(), format!("c.azurecr.io/app:v1@{d}"));
+    }
+
+    /// Printing then parsing gives the same reference, also for a dotless registry on the
+    /// default port (the fuzzer's `hPHHHHHHos:443/a/r/a/r/c` printed as `hphhhhhhos/…`,
+    /// which names no registry).
+    #[test]
+    fn display_round_trips_table() {
+        for (input, printed) in [
+            ("contoso.azurecr.io/app:1.2", "contoso.azurecr.io/app:1.2"),
+            ("contoso.azurecr.io:443/app", "contoso.azurecr.io/app:latest"),
+            ("myregistry:443/a/b:v1", "myregistry:443/a/b:v1"),
+            ("hPHHHHHHos:443/a/r/a/r/c", "hphhhhhhos:443/a/r/a/r/c:latest"),
+            ("myregistry:5000/app", "myregistry:5000/app:latest"),
+            ("localhost/app:1", "localhost/app:1"),
+            ("[::1]:443/app:1", "[::1]/app:1"),
+            ("127.0.0.1:8443/app:1", "127.0.0.1:8443/app:1"),
+        ] {
+            let r = Reference::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(r.to_string(), printed, "{input}");
+            assert_eq!(Reference::parse(&r.to_string()).unwrap(), r, "{input}");
+        }
     }
 
     #[test]
