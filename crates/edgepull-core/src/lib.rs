@@ -4,7 +4,8 @@
 //! the egress allowlist and redirect policy with URL redaction ([`egress`]), the
 //! `WWW-Authenticate` parser ([`challenge`]), the token endpoint's reply ([`token`]),
 //! `Content-Range` and resume decisions ([`resume`]), the retry/backoff policy ([`retry`]),
-//! the daemon's schedule decisions ([`schedule`]) and the content store's
+//! the daemon's schedule and watchdog decisions ([`schedule`]), who may write a directory
+//! the daemon publishes into ([`perms`]) and the content store's
 //! garbage-collection decisions ([`gc`]), and the redacted [`secret::Secret`] credentials
 //! travel in.
 //!
@@ -20,6 +21,7 @@ pub mod egress;
 pub mod gc;
 pub mod hostport;
 pub mod oci;
+pub mod perms;
 pub mod resume;
 pub mod retry;
 pub mod schedule;
