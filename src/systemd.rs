@@ -10,7 +10,8 @@
 //! - `STOPPING=1` when shutdown begins ([`Notifier::stopping`]),
 //! - `STATUS=` one-line progress for `systemctl status` ([`Notifier::status`]),
 //! - `WATCHDOG=1` from the loop that does the real work ([`Notifier::watchdog`]), every
-//!   [`Notifier::watchdog_interval`].
+//!   [`Notifier::watchdog_interval`], while a running sync job makes progress (the daemon
+//!   decides when to call it).
 //!
 //! Outside systemd (`NOTIFY_SOCKET` unset) every method is a no-op. Notification is never
 //! fatal: the first failure is logged as a warning, later ones are dropped silently so a
@@ -18,8 +19,8 @@
 //!
 //! The environment is read once and left as it is: removing variables is `unsafe` in
 //! edition 2024 and this crate forbids `unsafe`. The only child processes, the update
-//! hooks, are started without `NOTIFY_SOCKET` and the watchdog variables (removed from
-//! the child's environment only), and the unit sets `NotifyAccess=main` in any case.
+//! hooks, get an environment built from scratch, without `NOTIFY_SOCKET` and the
+//! watchdog variables, and the unit sets `NotifyAccess=main` in any case.
 
 use std::ffi::{OsStr, OsString};
 use std::io;

@@ -20,8 +20,15 @@
 //! by the registry client.
 //!
 //! Under systemd, stderr is a stream to journald and `JOURNAL_STREAM` holds its
-//! `device:inode`; when that matches stderr, events are sent to the journal socket with
-//! `systemd-journal-logger`, one structured entry per event, instead of as text.
+//! `device:inode`; when that matches stderr, events are sent to the journal socket, one
+//! structured entry per event, instead of as text ([`journal`]: the native protocol,
+//! written here; `EDGEPULL_JOURNAL_SOCKET` points it at another socket for tests).
+//! Every entry has `MESSAGE` (the text with the fields appended, as `journalctl` shows by
+//! default), `PRIORITY` (error 3, warn 4, info 5, debug 6, trace 7), `SYSLOG_IDENTIFIER=edgepull`,
+//! `SYSLOG_PID`, `CODE_FILE`, `CODE_LINE`, `CODE_MODULE`, `TARGET`, and one field per event
+//! field.
+
+mod journal;
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -71,12 +78,10 @@ pub fn init(format: LogFormat) {
             .json()
             .finish()
             .try_init(),
-        LogFormat::Journal => match systemd_journal_logger::JournalLog::new() {
+        LogFormat::Journal => match journal::Journal::open(std::env::var_os(journal::SOCKET_ENV)) {
             Ok(journal) => tracing_subscriber::registry()
                 .with(filter())
-                .with(JournalLayer {
-                    journal: journal.with_syslog_identifier("edgepull".to_string()),
-                })
+                .with(JournalLayer { journal })
                 .try_init(),
             Err(e) => {
                 let r = text().try_init();
@@ -153,7 +158,18 @@ pub(crate) fn journal_field_name(field: &str) -> String {
 /// appended (`pull complete image_ref=... digest=...`, as `journalctl` shows by default),
 /// and every field is also a journal field of its own ([`journal_field_name`]).
 struct JournalLayer {
-    journal: systemd_journal_logger::JournalLog,
+    journal: journal::Journal,
+}
+
+/// The syslog priority of a level (as the `log`-based journal loggers map them).
+fn priority(level: tracing::Level) -> &'static str {
+    match level {
+        tracing::Level::ERROR => "3",
+        tracing::Level::WARN => "4",
+        tracing::Level::INFO => "5",
+        tracing::Level::DEBUG => "6",
+        tracing::Level::TRACE => "7",
+    }
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for JournalLayer {
@@ -165,32 +181,29 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for JournalLayer {
         for (k, v) in &fields.pairs {
             let _ = write!(text, " {k}={v}");
         }
-        let kvs = JournalFields(
-            fields
-                .pairs
-                .iter()
-                .map(|(k, v)| (journal_field_name(k), v.clone()))
-                .collect(),
+        let pid = std::process::id().to_string();
+        let line = meta.line().map(|l| l.to_string());
+        let names: Vec<String> = fields.pairs.iter().map(|(k, _)| journal_field_name(k)).collect();
+        let standard = [
+            ("PRIORITY", Some(priority(*meta.level()))),
+            ("MESSAGE", Some(text.as_str())),
+            ("SYSLOG_IDENTIFIER", Some("edgepull")),
+            ("SYSLOG_PID", Some(pid.as_str())),
+            ("CODE_FILE", meta.file()),
+            ("CODE_LINE", line.as_deref()),
+            ("CODE_MODULE", meta.module_path()),
+            ("TARGET", Some(meta.target())),
+        ];
+        let entry = journal::encode(
+            standard.into_iter().filter_map(|(k, v)| Some((k, v?))).chain(
+                names
+                    .iter()
+                    .map(String::as_str)
+                    .zip(fields.pairs.iter().map(|(_, v)| v.as_str())),
+            ),
         );
-        let level = match *meta.level() {
-            tracing::Level::ERROR => log::Level::Error,
-            tracing::Level::WARN => log::Level::Warn,
-            tracing::Level::INFO => log::Level::Info,
-            tracing::Level::DEBUG => log::Level::Debug,
-            tracing::Level::TRACE => log::Level::Trace,
-        };
-        log::Log::log(
-            &self.journal,
-            &log::Record::builder()
-                .level(level)
-                .target(meta.target())
-                .module_path(meta.module_path())
-                .file(meta.file())
-                .line(meta.line())
-                .key_values(&kvs)
-                .args(format_args!("{text}"))
-                .build(),
-        );
+        // A lost log line is not worth failing for (and there is nowhere to report it).
+        let _ = self.journal.send(&entry);
     }
 }
 
@@ -216,18 +229,6 @@ impl Visit for Fields {
         } else {
             self.pairs.push((field.name(), format!("{value:?}")));
         }
-    }
-}
-
-/// The journal fields of one event.
-struct JournalFields(Vec<(String, String)>);
-
-impl log::kv::Source for JournalFields {
-    fn visit<'kvs>(&'kvs self, visitor: &mut dyn log::kv::VisitSource<'kvs>) -> Result<(), log::kv::Error> {
-        for (k, v) in &self.0 {
-            visitor.visit_pair(log::kv::Key::from_str(k), log::kv::Value::from(v.as_str()))?;
-        }
-        Ok(())
     }
 }
 

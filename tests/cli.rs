@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use edgepull_testkit::{ServerName, random_bytes};
+use edgepull_testkit::{AuthMode, ServerName, random_bytes};
 
 /// The binary under test: this build's, or `EDGEPULL_TEST_BIN` run through the optional
 /// `EDGEPULL_TEST_RUNNER` (e.g. `qemu-aarch64` for a cross-built ARM binary), so the same
@@ -200,40 +200,123 @@ fn endpoints_prints_the_firewall_allowlist() {
     assert_eq!(v["data_endpoints"][0], east.to_string());
 }
 
+/// `edgepull --log-format FORMAT pull REF` at `EDGEPULL_LOG=trace`: every event of
+/// edgepull and of its libraries.
+fn pull_at_trace(config: &Path, format: &str, reference: &str) -> Output {
+    binary()
+        .arg("--config")
+        .arg(config)
+        .args(["--log-format", format, "pull", reference])
+        .env("EDGEPULL_LOG", "trace")
+        .output()
+        .expect("run edgepull")
+}
+
+/// The secrets one auth mode gives edgepull: what it sends (the password or refresh
+/// token) and what it receives (tokens, signed links), checked afterwards by value.
+fn secrets_of(auth: &AuthMode) -> Vec<String> {
+    match auth {
+        AuthMode::Anonymous => vec![],
+        AuthMode::Basic { pass, .. } | AuthMode::Token { pass, .. } => vec![pass.clone()],
+        AuthMode::RefreshToken { refresh_token } => vec![refresh_token.clone()],
+    }
+}
+
+/// No password, refresh token, token or link signature in the logs, even at trace level
+/// (edgepull's events and its libraries'), as text or as JSON lines: for Basic auth, the
+/// token flow with a password, and ACR refresh tokens, through a download that is cut
+/// and resumed (a second signed link), a redirect refused by the policy and a wrong
+/// password. The issued tokens and signatures are taken from the fake registry, so the
+/// check is by exact value. (The journal output: tests/journal.rs.)
 #[test]
 fn secrets_and_signed_urls_never_reach_the_logs() {
-    let env = Env::token();
-    env.fake
-        .push_image_for("app", "x", &platform("linux/arm64"), vec![random_bytes(300_000)]);
-    env.fake.set_cut_after(Some((100_000, 1)));
-    let ok = edgepull(&env.config_path, &["pull", "app:x"]);
-    assert!(ok.status.success(), "{}", text(&ok));
-    env.fake.set_redirect_region("westus");
-    env.fake
-        .push_image_for("app", "y", &platform("linux/arm64"), vec![random_bytes(1000)]);
-    let refused = edgepull(&env.config_path, &["pull", "app:y"]);
-    assert_eq!(refused.status.code(), Some(10));
-    std::fs::write(env.dir.path().join("password"), "wrong-password-value").unwrap();
-    let denied = edgepull(&env.config_path, &["pull", "app:x"]);
-    assert_eq!(denied.status.code(), Some(77));
-    for out in [&ok, &refused, &denied] {
-        let t = text(out);
-        for secret in ["s3cret-device-password", "wrong-password-value"] {
-            assert!(!t.contains(secret), "{secret:?} leaked into:\n{t}");
+    let modes = [
+        AuthMode::Basic {
+            user: "device-42".into(),
+            pass: "s3cret-basic-password".into(),
+        },
+        AuthMode::Token {
+            user: "device-42".into(),
+            pass: "s3cret-device-password".into(),
+        },
+        AuthMode::RefreshToken {
+            refresh_token: "s3cret-acr-refresh-token".into(),
+        },
+    ];
+    for auth in modes {
+        let env = Env::new(auth.clone());
+        let mut outputs = Vec::new();
+        for format in ["text", "json"] {
+            let tag = format!("x-{format}");
+            env.fake
+                .push_image_for("app", &tag, &platform("linux/arm64"), vec![random_bytes(300_000)]);
+            env.fake.set_cut_after(Some((100_000, 1)));
+            let ok = pull_at_trace(&env.config_path, format, &format!("app:{tag}"));
+            assert!(ok.status.success(), "{auth:?} {format}: {}", text(&ok));
+            outputs.push((format, ok));
         }
-        // Signed-link query values are always redacted.
-        for key in ["sig=", "se="] {
-            for (i, _) in t.match_indices(key) {
-                assert!(
-                    t[i + key.len()..].starts_with("REDACTED"),
-                    "{key} value leaked into:\n{t}"
-                );
-            }
+        if matches!(auth, AuthMode::Token { .. }) {
+            env.fake.set_redirect_region("westus");
+            env.fake
+                .push_image_for("app", "y", &platform("linux/arm64"), vec![random_bytes(1000)]);
+            let refused = pull_at_trace(&env.config_path, "text", "app:y");
+            assert_eq!(refused.status.code(), Some(10), "{}", text(&refused));
+            env.fake.set_redirect_region("eastus");
+            outputs.push(("text", refused));
+            std::fs::write(env.dir.path().join("password"), "wrong-password-value").unwrap();
+            let denied = pull_at_trace(&env.config_path, "json", "app:x-text");
+            assert_eq!(denied.status.code(), Some(77), "{}", text(&denied));
+            outputs.push(("json", denied));
+        }
+        let tokens = env.fake.issued_tokens();
+        let signatures = env.fake.link_signatures();
+        if !matches!(auth, AuthMode::Basic { .. }) {
+            assert!(!tokens.is_empty(), "{auth:?}: no token was issued");
         }
         assert!(
-            !t.to_ascii_lowercase().contains("bearer "),
-            "a token header leaked:\n{t}"
+            signatures.len() >= 4,
+            "{auth:?}: {} signed links",
+            signatures.len()
         );
+        let mut secrets = secrets_of(&auth);
+        secrets.push("wrong-password-value".into());
+        secrets.extend(tokens);
+        secrets.extend(signatures);
+        for (format, out) in &outputs {
+            let t = text(out);
+            let trace_events = t
+                .lines()
+                .filter(|l| match *format {
+                    "json" => {
+                        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["level"] == "TRACE")
+                    }
+                    _ => l.contains(" TRACE "),
+                })
+                .count();
+            assert!(
+                trace_events > 0,
+                "{auth:?} {format}: no trace-level event in:\n{t}"
+            );
+            for secret in &secrets {
+                assert!(
+                    !t.contains(secret.as_str()),
+                    "{auth:?} {format}: {secret:?} leaked into:\n{t}"
+                );
+            }
+            // Signed-link query values are always redacted.
+            for key in ["sig=", "se="] {
+                for (i, _) in t.match_indices(key) {
+                    assert!(
+                        t[i + key.len()..].starts_with("REDACTED"),
+                        "{auth:?} {format}: {key} value leaked into:\n{t}"
+                    );
+                }
+            }
+            assert!(
+                !t.to_ascii_lowercase().contains("bearer "),
+                "{auth:?} {format}: a token header leaked:\n{t}"
+            );
+        }
     }
 }
 

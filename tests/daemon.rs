@@ -61,6 +61,10 @@ impl Harness {
     }
 
     fn start(&self) -> Daemon {
+        self.start_with(Start::default())
+    }
+
+    fn start_with(&self, opts: Start) -> Daemon {
         let notify_path = self.dir.path().join(format!("notify-{}", rand::random::<u32>()));
         let socket = UnixDatagram::bind(&notify_path).expect("bind notify socket");
         socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
@@ -85,19 +89,35 @@ impl Harness {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
+        let stdout = match &opts.stdout {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        };
+        // `umask N; exec edgepull …` through the shell: the daemon starts with that umask.
+        let mut cmd = match opts.umask {
+            Some(mask) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg(format!("umask {mask:03o}; exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        cmd.args(["run", "--config"])
             .arg(&self.config)
             .args(["--log-format", "text"])
             .env("NOTIFY_SOCKET", &notify_path)
             .env("WATCHDOG_USEC", "400000")
             .env_remove("WATCHDOG_PID")
             .env("EDGEPULL_LOG", "info")
+            // Absent unless a test creates it: see `watchdog_pings_stop_while_…`.
+            .env("EDGEPULL_TEST_HANG_FILE", self.dir.path().join("hang"))
+            .envs(opts.env)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start edgepull run");
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = cmd.spawn().expect("start edgepull run");
         Daemon {
             child,
             messages,
@@ -143,6 +163,17 @@ impl Harness {
             String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
         )
     }
+}
+
+/// How [`Harness::start_with`] starts the daemon.
+#[derive(Default)]
+struct Start {
+    /// Extra environment variables.
+    env: Vec<(String, String)>,
+    /// The umask the daemon starts with (else the test's).
+    umask: Option<u32>,
+    /// Where the daemon's stdout (and a hook's) goes (else nowhere).
+    stdout: Option<PathBuf>,
 }
 
 struct Daemon {
@@ -631,4 +662,335 @@ fn sigterm_during_a_download_checkpoints_and_the_next_start_resumes() {
         .collect();
     assert_eq!(ranges, vec![format!("bytes={checkpoint}-")]);
     assert!(d.logs().contains("resuming"), "{}", d.logs());
+}
+
+/// A hook that prints its environment (`/usr/bin/env -0`, no shell that would add its
+/// own variables) gets the `EDGEPULL_*` variables, `PATH` and `LANG`, and nothing of the
+/// daemon's: no credentials directory, no notify socket, no watchdog, no secret.
+#[test]
+fn the_hook_gets_only_its_own_variables() {
+    let h = Harness::new(|v, _| {
+        v["hooks"] = json!({ "on_update": ["/usr/bin/env", "-0"], "timeout_secs": 5 });
+    });
+    let (v1, _) = h.push("stable", vec![random_bytes(900)]);
+    let out = h.dir.path().join("hook-env");
+    let secrets = [
+        ("CREDENTIALS_DIRECTORY", "/run/credentials/edgepull.service"),
+        ("EDGEPULL_PASSWORD", "hunter2-daemon-secret"),
+        ("EDGEPULL_REGISTRY_TOKEN", "token-daemon-secret"),
+        ("INVOCATION_ID", "0123456789abcdef"),
+        ("JOURNAL_STREAM", "8:1234"),
+    ];
+    let mut env: Vec<(String, String)> = secrets
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.push(("PATH".into(), "/usr/bin:/bin".into()));
+    env.push(("LANG".into(), "C.UTF-8".into()));
+    let mut d = h.start_with(Start {
+        env,
+        stdout: Some(out.clone()),
+        ..Start::default()
+    });
+    d.wait("the hook recorded", Duration::from_secs(10), || {
+        h.image_status()["last_hook"]["digest"] == v1.to_string()
+    });
+    assert_eq!(h.image_status()["last_hook"]["exit_code"], 0);
+    assert!(d.terminate().success());
+    let dumped = std::fs::read(&out).unwrap();
+    let mut got: Vec<String> = dumped
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    got.sort();
+    let mut want = vec![
+        format!("EDGEPULL_DIGEST={v1}"),
+        format!("EDGEPULL_LAYOUT={}", h.store().join("oci").display()),
+        "EDGEPULL_PREVIOUS_DIGEST=".to_string(),
+        format!("EDGEPULL_REF={}", h.name("stable")),
+        "LANG=C.UTF-8".to_string(),
+        "PATH=/usr/bin:/bin".to_string(),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    let text = String::from_utf8_lossy(&dumped);
+    for (name, value) in secrets {
+        assert!(!text.contains(value), "{name}'s value reached the hook: {text}");
+    }
+}
+
+/// Whether `pid` runs (a zombie waiting for init to reap it does not).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(!matches!(state, 'Z' | 'X'))
+        })
+        .unwrap_or(false)
+}
+
+/// A hook past `hooks.timeout_secs` dies with every process it started (its process
+/// group), not only the direct child.
+#[test]
+fn a_hook_past_its_timeout_dies_with_its_background_processes() {
+    let h = Harness::new(|v, dir| {
+        let script = format!(
+            "sleep 1000 & echo $! > {bg}; echo $$ > {leader}; sleep 1000",
+            bg = dir.join("bg").display(),
+            leader = dir.join("leader").display()
+        );
+        v["hooks"] = json!({ "on_update": ["/bin/sh", "-c", script], "timeout_secs": 1 });
+    });
+    let (v1, _) = h.push("stable", vec![random_bytes(900)]);
+    let mut d = h.start();
+    d.wait("the hook timed out", Duration::from_secs(15), || {
+        h.image_status()["last_hook"]["timed_out"] == true
+    });
+    assert_eq!(h.current(), Some(v1.to_string()), "a failed hook undoes nothing");
+    for name in ["leader", "bg"] {
+        let pid = std::fs::read_to_string(h.dir.path().join(name)).expect("pid written");
+        let alive = running(&pid);
+        if alive {
+            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+        }
+        assert!(
+            !alive,
+            "the hook's {name} process (pid {}) survived its timeout",
+            pid.trim()
+        );
+    }
+    assert!(d.terminate().success());
+}
+
+/// `WATCHDOG=1` times from `after` on.
+fn pings(d: &Daemon, after: Instant) -> Vec<Instant> {
+    d.messages()
+        .into_iter()
+        .filter(|(t, m)| m == "WATCHDOG=1" && *t >= after)
+        .map(|(t, _)| t)
+        .collect()
+}
+
+/// The longest time without a ping in `[from, to]`.
+fn longest_gap(d: &Daemon, from: Instant, to: Instant) -> Duration {
+    let mut last = from;
+    let mut gap = Duration::ZERO;
+    for t in pings(d, from).into_iter().filter(|t| *t <= to).chain([to]) {
+        gap = gap.max(t - last);
+        last = t;
+    }
+    gap
+}
+
+/// A sync job stuck in a blocking call (here: its first store step, held by the debug
+/// build's test seam as a hung disk would hold it) stops the watchdog pings
+/// within two intervals although the supervisor loop keeps turning; once the call
+/// returns, the pings resume.
+#[test]
+fn watchdog_pings_stop_while_a_job_is_stuck_in_a_blocking_call() {
+    let h = Harness::new(|_, _| {});
+    let (v1, _) = h.push("stable", vec![random_bytes(1200)]);
+    let mut d = h.start();
+    d.wait("v1 current", Duration::from_secs(10), || {
+        h.current() == Some(v1.to_string())
+    });
+    // A debug build's job blocks in its first store step while this file exists (a hung
+    // disk; see `hang_while_test_file_exists` in src/daemon/job.rs).
+    let hang = h.dir.path().join("hang");
+    std::fs::write(&hang, b"").unwrap();
+    let stalled = Instant::now();
+    // The next check (interval 1 s) starts and blocks in `open(index.json)`.
+    d.wait("the next check", Duration::from_secs(5), || {
+        d.messages()
+            .iter()
+            .any(|(t, m)| *t > stalled && m == "STATUS=1 image(s): 1 checking")
+    });
+    let checking = Instant::now();
+    // WATCHDOG_USEC=400000: one interval is 200 ms.
+    std::thread::sleep(Duration::from_millis(2500));
+    let late: Vec<Duration> = pings(&d, checking + Duration::from_millis(500))
+        .into_iter()
+        .map(|t| t - checking)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "pings went on while the job was stuck: {late:?}\n{}",
+        d.logs()
+    );
+    assert!(d.alive(), "{}", d.logs());
+    assert!(d.logs().contains("withholding the watchdog ping"), "{}", d.logs());
+
+    // The blocking call returns.
+    std::fs::remove_file(&hang).unwrap();
+    let released = Instant::now();
+    d.wait("pings again", Duration::from_secs(5), || {
+        pings(&d, released).len() >= 3
+    });
+    assert!(d.terminate().success());
+}
+
+/// A server that stalls is the HTTP client's business (`timeouts.idle_read_secs`, then a
+/// ranged retry), never the watchdog's: the pings go on through every stall (each one
+/// longer than ten watchdog intervals), and through the slow download that follows, so
+/// a stalling server cannot put the daemon into a restart loop.
+#[test]
+fn watchdog_pings_go_on_through_a_stalled_server_and_a_slow_download() {
+    let h = Harness::new(|v, _| {
+        v["images"] = json!([{ "ref": "app:stable", "interval_secs": 3600 }]);
+        v["timeouts"] = json!({ "connect_secs": 2, "idle_read_secs": 3 });
+    });
+    let (v1, _) = h.push("stable", vec![random_bytes(400_000)]);
+    // One byte a second: a first chunk, then silence until the read times out.
+    h.fake.set_rate_limit(Some(1));
+    let mut d = h.start();
+    d.wait("downloading", Duration::from_secs(10), || {
+        h.image_status()["state"] == "downloading"
+    });
+    let stalling = Instant::now();
+    d.wait(
+        "two stalls answered by ranged retries",
+        Duration::from_secs(20),
+        || {
+            h.fake
+                .requests_to(ServerName::EastUs)
+                .iter()
+                .filter(|r| r.range.is_some())
+                .count()
+                >= 2
+        },
+    );
+    let slow = Instant::now();
+    assert!(slow - stalling >= Duration::from_secs(5), "{:?}", slow - stalling);
+    // Now a slow but steady download: 100 kB/s, about 4 s.
+    h.fake.set_rate_limit(Some(100_000));
+    d.wait("v1 current", Duration::from_secs(30), || {
+        h.current() == Some(v1.to_string())
+    });
+    let done = Instant::now();
+    let gap = longest_gap(&d, stalling, done);
+    assert!(
+        gap < Duration::from_millis(1500),
+        "no ping for {gap:?} during the download\n{}",
+        d.logs()
+    );
+    assert!(!d.logs().contains("withholding"), "{}", d.logs());
+    assert!(d.terminate().success());
+}
+
+/// The mode of `path` (permission bits).
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// `status.json` (0640) and the metrics textfile (0644) have their modes whatever the
+/// umask, and a symlink planted at the temp names an older edgepull used never makes
+/// the daemon write through it.
+#[test]
+fn status_and_metrics_files_keep_their_modes_and_ignore_planted_symlinks() {
+    let h = Harness::new(|v, dir| {
+        let metrics = dir.join("metrics");
+        std::fs::create_dir(&metrics).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&metrics, std::fs::Permissions::from_mode(0o755)).unwrap();
+        v["metrics"] = json!({ "textfile": metrics.join("edgepull.prom") });
+    });
+    let (v1, _) = h.push("stable", vec![random_bytes(700)]);
+    let status = h.store().join("status.json");
+    let prom = h.dir.path().join("metrics/edgepull.prom");
+    let victims = [h.dir.path().join("victim-1"), h.dir.path().join("victim-2")];
+    for (i, umask) in [0o000, 0o077].into_iter().enumerate() {
+        let mut d = h.start_with(Start {
+            umask: Some(umask),
+            ..Start::default()
+        });
+        let pid = d.child.id();
+        d.wait("v1 current, written by this run", Duration::from_secs(10), || {
+            h.status()
+                .is_some_and(|s| s["pid"] == pid && s["images"][0]["current_digest"] == v1.to_string())
+        });
+        d.wait("the metrics textfile", Duration::from_secs(5), || {
+            std::fs::read_to_string(&prom).is_ok_and(|t| t.contains("edgepull_pulls_ok_total"))
+        });
+        let exit = d.terminate();
+        assert!(exit.success(), "{exit:?}\n{}", d.logs());
+        assert_eq!(mode(&status), 0o640, "status.json under umask {umask:03o}");
+        assert_eq!(mode(&prom), 0o644, "the metrics textfile under umask {umask:03o}");
+        if i == 0 {
+            // The second run must write the textfile anew.
+            std::fs::remove_file(&prom).unwrap();
+            // Plant symlinks at the old fixed temp names for the second run.
+            for (victim, tmp) in victims.iter().zip([
+                h.store().join(".status.json.tmp"),
+                h.dir.path().join("metrics/.edgepull.prom.tmp"),
+            ]) {
+                std::fs::write(victim, "precious").unwrap();
+                std::os::unix::fs::symlink(victim, tmp).unwrap();
+            }
+        }
+    }
+    for victim in &victims {
+        assert_eq!(std::fs::read_to_string(victim).unwrap(), "precious");
+    }
+    assert!(!std::fs::symlink_metadata(&status).unwrap().is_symlink());
+    assert!(
+        h.status()
+            .is_some_and(|s| s["images"][0]["current_digest"] == v1.to_string())
+    );
+}
+
+/// A metrics directory other users can write (or that another user owns) is refused at
+/// start-up with exit 78 and a message naming the directory, its mode and the fix.
+#[test]
+fn a_metrics_directory_other_users_can_write_is_refused_at_start_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::new(|v, dir| {
+        v["metrics"] = json!({ "textfile": dir.join("metrics/edgepull.prom") });
+    });
+    let metrics = h.dir.path().join("metrics");
+    std::fs::create_dir(&metrics).unwrap();
+    std::fs::set_permissions(&metrics, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The daemon must exit by itself; one still running after 10 s is killed (and fails).
+    let run = || {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&h.config)
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run edgepull");
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait_with_output().expect("edgepull's output")
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    for needle in [
+        metrics.display().to_string(),
+        "mode 0777".to_string(),
+        "metrics.textfile".to_string(),
+        "chmod 0755".to_string(),
+    ] {
+        assert!(stderr.contains(&needle), "{needle:?} not in {stderr}");
+    }
+    assert!(
+        !h.store().join("status.json").exists(),
+        "refused before it started"
+    );
+    // Owned by another user (needs root to arrange): refused as well.
+    if rustix::process::geteuid().is_root() {
+        std::fs::set_permissions(&metrics, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&metrics, Some(65534), None).unwrap();
+        let out = run();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{stderr}");
+        assert!(stderr.contains("owned by uid 65534"), "{stderr}");
+    }
 }

@@ -4,14 +4,16 @@
 //! hands over is written by its own blocking task, so the supervisor loop never waits for
 //! the disk. The tasks take turns, and one whose snapshot is older than the last written
 //! skips its write: an older state never replaces a newer one. The metrics textfile is
-//! rewritten only when its text changed. Never decides what the state is, and never
-//! writes on the runtime.
+//! rewritten only when its text changed, and only while its directory is one no other user
+//! can write ([`atomic::check_dir`]; a refusal is logged once until the directory is
+//! fixed). Never decides what the state is, and never writes on the runtime.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::task::{JoinHandle, spawn_blocking};
 
+use super::atomic::{self, UnsafeDir};
 use super::metrics::Metrics;
 use super::status::{self, STATUS_FILE, Status};
 
@@ -33,6 +35,8 @@ struct Written {
     snapshot: u64,
     /// The metrics text last written.
     metrics: Option<String>,
+    /// Why the last metrics write was refused (logged once).
+    refused: Option<UnsafeDir>,
 }
 
 impl Files {
@@ -65,6 +69,16 @@ impl Files {
             let text = metrics.render();
             if written.metrics.as_deref() == Some(text.as_str()) {
                 return;
+            }
+            match atomic::check_dir(&path) {
+                Ok(_) => written.refused = None,
+                Err(unsafe_dir) => {
+                    if written.refused.as_ref() != Some(&unsafe_dir) {
+                        tracing::error!(path = %path.display(), "not writing the metrics textfile: {unsafe_dir}");
+                        written.refused = Some(unsafe_dir);
+                    }
+                    return;
+                }
             }
             match metrics.write(&path) {
                 Ok(()) => written.metrics = Some(text),

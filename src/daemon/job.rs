@@ -32,15 +32,28 @@ use crate::registry::client::RegistryError;
 use crate::store::{Store, StoreError};
 use edgepull_core::oci::manifest::MAX_MANIFEST_BYTES;
 use edgepull_core::oci::{Descriptor, Digest, ImageManifest, Reference};
-use edgepull_core::schedule::{AfterHead, Budget, Local, after_head, budget};
+use edgepull_core::schedule::{AfterHead, Budget, JobPhase, Local, after_head, budget};
 
-/// What a running job tells the supervisor.
+/// What a running job tells the supervisor. Every event is progress for the watchdog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum JobEvent {
     /// Asking the registry (HEAD).
     Checking,
     /// Downloading `total` bytes of blobs (some may already be stored).
     Downloading { total: u64 },
+    /// Another phase of the job began; the image's state shown does not change.
+    Phase(JobPhase),
+}
+
+impl JobEvent {
+    /// The phase the job is in after this event.
+    pub(crate) fn phase(&self) -> JobPhase {
+        match self {
+            JobEvent::Checking => JobPhase::Check,
+            JobEvent::Downloading { .. } => JobPhase::Download,
+            JobEvent::Phase(p) => *p,
+        }
+    }
 }
 
 /// How a job ended.
@@ -171,7 +184,12 @@ impl Job {
     pub(crate) async fn run(self) -> JobOutcome {
         let store = self.store.clone();
         let name = self.name.clone();
-        let local = match spawn_blocking(move || local_image(&store, &name)).await {
+        let local = match spawn_blocking(move || {
+            hang_while_test_file_exists();
+            local_image(&store, &name)
+        })
+        .await
+        {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => return self.failed(e),
             Err(e) => return self.failed(e),
@@ -201,6 +219,7 @@ impl Job {
             AfterHead::Pull(reason) => reason,
         };
         tracing::info!(image_ref = %self.name, digest = %remote, reason = reason.as_str(), "planning pull");
+        self.event(JobEvent::Phase(JobPhase::Plan));
 
         let plan = match self.puller.plan(&self.reference, Some(remote)).await {
             Ok(p) => Arc::new(p),
@@ -250,6 +269,7 @@ impl Job {
             Err(e) if e.is_cancelled() => return JobOutcome::Cancelled,
             Err(e) => return self.failed(e),
         };
+        self.event(JobEvent::Phase(JobPhase::Local));
         let switch = match self
             .store
             .switch_image(
@@ -286,7 +306,10 @@ impl Job {
         }
 
         let hook = match (&self.hooks.on_update, switch.changed) {
-            (Some(argv), true) => Some(self.run_hook(argv, &plan, switch.previous).await),
+            (Some(argv), true) => {
+                self.event(JobEvent::Phase(JobPhase::Hook));
+                Some(self.run_hook(argv, &plan, switch.previous).await)
+            }
             _ => None,
         };
         JobOutcome::Updated(Box::new(Updated {
@@ -345,6 +368,19 @@ pub(crate) fn available_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Debug builds only, for the watchdog test in `tests/daemon.rs`: while the file named by
+/// `EDGEPULL_TEST_HANG_FILE` exists, the job's first store step blocks its thread as a hung
+/// disk would (the store opens its files non-blocking, so a FIFO can no longer stand in
+/// for one). Compiled out of release builds.
+fn hang_while_test_file_exists() {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("EDGEPULL_TEST_HANG_FILE") {
+        while std::path::Path::new(&path).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 /// What the store has for `name`: the digest a HEAD returns for it, and whether the
 /// manifest and all its blobs are present with the right sizes.
 pub(crate) fn local_image(store: &Store, name: &str) -> Result<Option<Local>, StoreError> {
@@ -375,8 +411,9 @@ fn is_complete(store: &Store, manifest: &Descriptor, index: Option<&Digest>) -> 
     m.blobs().all(|b| store.has_blob_blocking(&b.digest, b.size))
 }
 
-/// Download progress of the running job: bytes stored per blob, and the bytes received
-/// and resumed since the last [`Tracker::take_counters`].
+/// Download progress of the running job: bytes stored per blob, the bytes received and
+/// resumed since the last [`Tracker::take_counters`], and a count of transfer events the
+/// watchdog reads as progress ([`Tracker::activity`]).
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
     inner: Mutex<TrackerInner>,
@@ -390,6 +427,8 @@ struct TrackerInner {
     present: u64,
     downloaded: u64,
     resumed: u64,
+    /// Transfer events so far (never reset).
+    activity: u64,
 }
 
 impl Tracker {
@@ -420,6 +459,12 @@ impl Tracker {
         })
     }
 
+    /// Transfer events so far: it changes whenever a transfer starts, stores bytes,
+    /// restarts, ends or gives up.
+    pub(crate) fn activity(&self) -> u64 {
+        self.lock().activity
+    }
+
     /// Bytes downloaded and resumed since the last call.
     pub(crate) fn take_counters(&self) -> (u64, u64) {
         let mut t = self.lock();
@@ -433,6 +478,7 @@ impl Tracker {
 impl Progress for Tracker {
     fn start(&self, desc: &Descriptor, offset: u64) {
         let mut t = self.lock();
+        t.activity = t.activity.wrapping_add(1);
         if offset > 0 {
             t.resumed += offset;
         }
@@ -441,6 +487,7 @@ impl Progress for Tracker {
 
     fn advance(&self, desc: &Descriptor, offset: u64) {
         let mut t = self.lock();
+        t.activity = t.activity.wrapping_add(1);
         let entry = t.blobs.entry(desc.digest).or_insert((desc.size, 0));
         let before = entry.1;
         entry.1 = offset;
@@ -450,14 +497,21 @@ impl Progress for Tracker {
     }
 
     fn restart(&self, desc: &Descriptor) {
-        self.lock().blobs.insert(desc.digest, (desc.size, 0));
+        let mut t = self.lock();
+        t.activity = t.activity.wrapping_add(1);
+        t.blobs.insert(desc.digest, (desc.size, 0));
     }
 
     fn finish(&self, desc: &Descriptor, _stats: &FetchStats) {
-        self.lock().blobs.insert(desc.digest, (desc.size, desc.size));
+        let mut t = self.lock();
+        t.activity = t.activity.wrapping_add(1);
+        t.blobs.insert(desc.digest, (desc.size, desc.size));
     }
 
-    fn fail(&self, _desc: &Descriptor) {}
+    fn fail(&self, _desc: &Descriptor) {
+        let mut t = self.lock();
+        t.activity = t.activity.wrapping_add(1);
+    }
 }
 
 #[cfg(test)]
@@ -480,5 +534,9 @@ mod tests {
         assert_eq!(t.take_counters(), (0, 0));
         t.finish(&a, &FetchStats::default());
         assert_eq!(t.done(), 150);
+        // Every callback is activity for the watchdog; reading the counters is not.
+        assert_eq!(t.activity(), 7);
+        t.fail(&b);
+        assert_eq!(t.activity(), 8);
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Owns: the counters and the text exposition format. Counters start at zero when the
 //! daemon starts (Prometheus handles counter resets). The file is replaced atomically
-//! (temp file in the same directory + rename), so the collector never reads half of it.
+//! ([`super::atomic::replace`]: a fresh temp file in the same directory, mode 0644, fsync,
+//! rename), so the collector never reads half of it, and only in a directory no other user
+//! can write ([`super::atomic::check_dir`], checked at start-up and before each write).
 //! [`Metrics::write`] blocks: the daemon calls it only from `spawn_blocking`.
 
 use std::collections::BTreeMap;
@@ -106,9 +108,10 @@ impl Metrics {
         out
     }
 
-    /// Replace `path` with [`Metrics::render`] atomically.
+    /// Replace `path` with [`Metrics::render`] atomically, mode 0644 (node_exporter runs
+    /// as another user): [`super::atomic::replace`].
     pub(crate) fn write(&self, path: &Path) -> std::io::Result<()> {
-        super::status::replace(path, self.render().as_bytes())
+        super::atomic::replace(path, self.render().as_bytes(), super::atomic::METRICS_MODE)
     }
 }
 

@@ -18,6 +18,14 @@
 //! a time keeps the link and the disk budget simple on a small device, and lets garbage
 //! collection run after a switch without racing another download.
 //!
+//! Watchdog: a turning loop is not enough. While a job runs, a ping also needs progress
+//! from it: a stored byte or any transfer event ([`job::Tracker::activity`]), or a new
+//! phase ([`JobEvent`]). [`edgepull_core::schedule::watchdog_ping`] decides, allowing
+//! each phase the silence its own bounds permit (the network timeouts and retry waits,
+//! the hook timeout; [`setup::silences`]): a stalled server is answered by those, never by
+//! a restart, while a job stuck where no timeout reaches (a hung disk, a bug) stops the
+//! pings and systemd restarts the daemon, which resumes from its checkpoints.
+//!
 //! Control: when the shutdown future completes (SIGTERM/SIGINT in the binary) the daemon
 //! stops: a running download checkpoints and is resumed at the next start, and [`run`]
 //! returns within [`SHUTDOWN_GRACE`] plus a little. [`Request::Reload`] (SIGHUP) re-reads
@@ -27,6 +35,7 @@
 //! In process (tests): `run` works on any runtime. The schedule uses Tokio's clock, so
 //! with paused time `tokio::time::advance` drives it without real waits.
 
+mod atomic;
 mod files;
 mod hook;
 mod job;
@@ -55,7 +64,7 @@ use crate::exit::Category;
 use crate::pull::Puller;
 use crate::store::{Store, StoreError};
 use crate::systemd::Notifier;
-use edgepull_core::schedule::{BACKOFF_BASE, poll_delay};
+use edgepull_core::schedule::{BACKOFF_BASE, JobPhase, Silences, poll_delay, watchdog_ping};
 
 /// How long shutdown waits for a running job to checkpoint and stop before abandoning it.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -91,6 +100,12 @@ pub enum DaemonError {
         to.display()
     )]
     StoreMoved { from: PathBuf, to: PathBuf },
+    /// The metrics textfile's directory can be written by another user.
+    #[error("{}", atomic::describe(dir, problem))]
+    UnsafeMetricsDir {
+        dir: PathBuf,
+        problem: edgepull_core::perms::DirProblem,
+    },
     /// A start-up step running off the runtime panicked.
     #[error("a start-up task failed")]
     Blocking(#[from] JoinError),
@@ -100,7 +115,9 @@ impl DaemonError {
     /// The exit-code category.
     pub fn category(&self) -> Category {
         match self {
-            DaemonError::Config(_) | DaemonError::StoreMoved { .. } => Category::Config,
+            DaemonError::Config(_)
+            | DaemonError::StoreMoved { .. }
+            | DaemonError::UnsafeMetricsDir { .. } => Category::Config,
             DaemonError::Store(e) => e.category(),
             DaemonError::Blocking(_) => Category::Store,
             DaemonError::Setup(e) => e.category(),
@@ -111,6 +128,19 @@ impl DaemonError {
 struct Running {
     name: String,
     handle: JoinHandle<JobOutcome>,
+    /// What the watchdog knows of its progress.
+    pulse: Pulse,
+}
+
+/// The running job's progress, as the watchdog sees it.
+struct Pulse {
+    phase: JobPhase,
+    /// The last progress seen: the job's start, a new phase, or new [`Tracker::activity`].
+    since: Instant,
+    /// [`Tracker::activity`] when last looked at.
+    seen: u64,
+    /// Pings are withheld (logged once per stall).
+    withheld: bool,
 }
 
 struct Daemon {
@@ -125,6 +155,8 @@ struct Daemon {
     files: Files,
     running: Option<Running>,
     events_tx: mpsc::UnboundedSender<(String, JobEvent)>,
+    /// The healthy silence of each job phase under the current config.
+    silences: Silences,
 }
 
 /// Run the daemon with the config at `config_path` until `shutdown` completes, telling
@@ -149,6 +181,7 @@ pub async fn run(
     let mut d = Daemon {
         slots: cfg.images.iter().map(|i| Slot::new(i.clone(), now)).collect(),
         files: Files::new(store.root().to_path_buf()),
+        silences: setup::silences(&cfg),
         cfg,
         store,
         puller,
@@ -206,12 +239,12 @@ pub async fn run(
                 d.finish_job(&name, outcome);
             }
             Some((name, event)) = events_rx.recv() => d.job_event(&name, event),
-            _ = async {
+            every = async {
                 match watchdog.as_mut() {
-                    Some(w) => { w.tick().await; }
+                    Some(w) => { w.tick().await; w.period() }
                     None => std::future::pending().await,
                 }
-            } => d.notifier.watchdog(),
+            } => d.watchdog(every),
             _ = async {
                 if downloading {
                     progress.tick().await;
@@ -283,11 +316,21 @@ impl Daemon {
         self.running = Some(Running {
             name: slot.name.clone(),
             handle: tokio::spawn(job.run()),
+            pulse: Pulse {
+                phase: JobPhase::Local,
+                since: now,
+                seen: self.tracker.activity(),
+                withheld: false,
+            },
         });
         self.publish();
     }
 
     fn job_event(&mut self, name: &str, event: JobEvent) {
+        if let Some(r) = self.running.as_mut().filter(|r| r.name == name) {
+            r.pulse.phase = event.phase();
+            r.pulse.since = Instant::now();
+        }
         let Some(slot) = self.slots.iter_mut().find(|s| s.name == name) else {
             return;
         };
@@ -298,8 +341,44 @@ impl Daemon {
                 slot.bytes_total = total;
                 slot.bytes_done = self.tracker.done();
             }
+            JobEvent::Phase(_) => return, // nothing shown changes
         }
         self.publish();
+    }
+
+    /// A watchdog tick (`every` apart): `WATCHDOG=1` unless the running job has been silent
+    /// for longer than its phase allows ([`watchdog_ping`]).
+    fn watchdog(&mut self, every: Duration) {
+        let now = Instant::now();
+        let activity = self.tracker.activity();
+        let job = self.running.as_mut().map(|r| {
+            let p = &mut r.pulse;
+            if p.seen != activity {
+                p.seen = activity;
+                p.since = now;
+            }
+            (r.name.as_str(), p)
+        });
+        let Some((name, pulse)) = job else {
+            self.notifier.watchdog();
+            return;
+        };
+        let silent = now.saturating_duration_since(pulse.since);
+        if watchdog_ping(Some((pulse.phase, silent)), &self.silences, every) {
+            if std::mem::take(&mut pulse.withheld) {
+                tracing::info!(image_ref = %name, phase = pulse.phase.as_str(), "the sync job moves again; watchdog pings resume");
+            }
+            self.notifier.watchdog();
+        } else if !std::mem::replace(&mut pulse.withheld, true) {
+            tracing::error!(
+                image_ref = %name,
+                phase = pulse.phase.as_str(),
+                silent = ?silent,
+                "the sync job has made no progress for longer than its own timeouts allow; \
+                 withholding the watchdog ping so systemd restarts edgepull (downloads resume \
+                 from their checkpoints)"
+            );
+        }
     }
 
     fn refresh_progress(&mut self) {
@@ -450,6 +529,7 @@ impl Daemon {
             )
             .collect();
         self.puller = puller;
+        self.silences = setup::silences(&new);
         self.cfg = new;
         self.load_local_state().await;
         for s in &self.slots {

@@ -13,15 +13,62 @@ use tokio::task::spawn_blocking;
 use tokio_util::sync::CancellationToken;
 
 use super::DaemonError;
+use super::atomic::{self, DirCheck};
 use super::job::Tracker;
+use super::status::STATUS_FILE;
 use crate::config::Config;
 use crate::pull::Puller;
 use crate::store::{ImageEntry, PreviousEntry, Store};
 use edgepull_core::retry::RetryPolicy;
+use edgepull_core::schedule::Silences;
 
-/// Read and validate the config at `path`.
+/// First wait between two attempts of one request inside a sync job.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts inside a sync job.
+const RETRY_CAP: Duration = Duration::from_secs(30);
+/// Attempts of one request inside a sync job (the daemon's backoff takes over after).
+const RETRY_ATTEMPTS: u32 = 4;
+
+/// How long each phase of a sync job may go without progress under `cfg`: from its
+/// network timeouts, the job's retry budget and the hook timeout.
+pub(super) fn silences(cfg: &Config) -> Silences {
+    Silences::new(
+        cfg.timeouts.connect,
+        cfg.timeouts.idle_read,
+        RETRY_ATTEMPTS,
+        RETRY_CAP,
+        cfg.hooks.timeout,
+    )
+}
+
+/// Read and validate the config at `path`, and check the metrics textfile's directory
+/// ([`check_metrics_dir`]).
 pub(super) async fn load_config(path: std::path::PathBuf) -> Result<Config, DaemonError> {
-    Ok(spawn_blocking(move || Config::load(&path)).await??)
+    let cfg = spawn_blocking(move || Config::load(&path)).await??;
+    if let Some(textfile) = cfg.metrics.textfile.clone() {
+        spawn_blocking(move || check_metrics_dir(&textfile)).await??;
+    }
+    Ok(cfg)
+}
+
+/// Refuse a metrics directory another user can write; remove temp files an earlier run
+/// left there. A directory that cannot be inspected (not created yet) is only a warning:
+/// each write checks again ([`super::files`]).
+fn check_metrics_dir(textfile: &std::path::Path) -> Result<(), DaemonError> {
+    match atomic::check_dir(textfile) {
+        Ok(DirCheck::Safe) => {
+            atomic::remove_stale_temps(textfile);
+            Ok(())
+        }
+        Ok(DirCheck::Unknown(e)) => {
+            tracing::warn!(path = %textfile.display(), error = %e, "cannot inspect the directory of metrics.textfile; the metrics are written once it exists");
+            Ok(())
+        }
+        Err(u) => Err(DaemonError::UnsafeMetricsDir {
+            dir: u.dir,
+            problem: u.problem,
+        }),
+    }
 }
 
 /// Open the store, recover it, repair blobs whose size disagrees with their manifests and
@@ -36,6 +83,10 @@ pub(super) async fn open_store(cfg: &Config) -> Result<Store, DaemonError> {
         .scrub(cfg.store.verify_on_start)
         .await
         .map_err(DaemonError::Store)?;
+    // Temp files of status.json a crash left in the store root (the store's own temp
+    // files are the store's business).
+    let status = store.root().join(STATUS_FILE);
+    spawn_blocking(move || atomic::remove_stale_temps(&status)).await?;
     let repair = store.repair().await.map_err(DaemonError::Store)?;
     if !repair.deleted.is_empty() || !repair.dropped_previous.is_empty() {
         tracing::warn!(
@@ -72,8 +123,7 @@ pub(super) async fn build_puller(
         .map_err(DaemonError::Setup)?;
     // A few quick retries inside one attempt; beyond that the daemon's own backoff
     // (up to sync.backoff_max_secs) takes over and the next attempt resumes.
-    let retry =
-        RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(30), Some(4)).unwrap_or_default();
+    let retry = RetryPolicy::new(RETRY_BASE, RETRY_CAP, Some(RETRY_ATTEMPTS)).unwrap_or_default();
     p.set_retry(retry);
     p.set_cancel(cancel.child_token());
     Ok(Arc::new(p))

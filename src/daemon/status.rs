@@ -1,10 +1,10 @@
 //! `<store>/status.json`: what the daemon is doing, for `edgepull status` and for tools.
 //!
-//! Owns: the file's format (versioned), its atomic replacement, and the human rendering.
-//! The file is rewritten after every state change (temp file + rename in the same
-//! directory, so a reader sees the old or the new version, never a torn one). It is not
-//! fsynced: it is regenerated at start-up, and flash wear matters more than losing the
-//! last state change on a power cut. [`write`] and [`read`] block: the daemon calls
+//! Owns: the file's format (versioned) and the human rendering. The file is rewritten
+//! after every state change through [`super::atomic::replace`] (a fresh temp file created
+//! exclusively in the store root, mode 0640 whatever the umask, fsynced, renamed), so a
+//! reader sees the old or the new version, never a torn one, and a name planted in the
+//! store root is never written through. [`write`] and [`read`] block: the daemon calls
 //! `write` only from `spawn_blocking`, never on the runtime.
 
 use std::fmt::Write as _;
@@ -143,26 +143,11 @@ pub struct Status {
     pub images: Vec<ImageStatus>,
 }
 
-/// Replace `root/status.json` atomically (temp file + rename, no fsync: see the module docs).
+/// Replace `root/status.json` atomically, mode 0640 ([`super::atomic::replace`]).
 pub(crate) fn write(root: &Path, status: &Status) -> io::Result<()> {
     let mut body = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
     body.push(b'\n');
-    replace(&root.join(STATUS_FILE), &body)
-}
-
-/// Write `bytes` to `path` through a temp file in the same directory and a rename.
-pub(crate) fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes)?;
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(())
+    super::atomic::replace(&root.join(STATUS_FILE), &body, super::atomic::STATUS_MODE)
 }
 
 /// Read `root/status.json`.

@@ -5,9 +5,10 @@
 //! `WWW-Authenticate` parser ([`challenge`]), the token endpoint's reply ([`token`]),
 //! `Content-Range` and resume decisions ([`resume`]), the minimum transfer rate ([`rate`]),
 //! the retry/backoff policy ([`retry`]), registry text made safe to show ([`text`]),
-//! the daemon's schedule decisions ([`schedule`]), the content store's garbage-collection
-//! decisions ([`gc`]) and start-up decisions ([`store`]: re-hash policy, directory
-//! safety), and the redacted [`secret::Secret`] credentials travel in.
+//! the daemon's schedule and watchdog decisions ([`schedule`]), who may write a directory
+//! the daemon publishes into ([`perms`]), the content store's garbage-collection decisions
+//! ([`gc`]) and start-up decisions ([`store`]: re-hash policy, directory safety), and the
+//! redacted [`secret::Secret`] credentials travel in.
 //!
 //! Must never: do IO (files, sockets, clocks read behind the caller's back: time is always
 //! passed in), depend on an async runtime, an HTTP client or a TLS stack. Everything here is
@@ -21,6 +22,7 @@ pub mod egress;
 pub mod gc;
 pub mod hostport;
 pub mod oci;
+pub mod perms;
 pub mod rate;
 pub mod resume;
 pub mod retry;

@@ -1,6 +1,7 @@
 //! The daemon's decisions, without IO: when to poll next, how long to back off, what to do
-//! after a `HEAD`, and whether a download fits the disk budget. Time and randomness are
-//! injected (a jitter sample in `0..=1`), so every rule is a table test.
+//! after a `HEAD`, whether a download fits the disk budget, and whether the systemd
+//! watchdog may be told the daemon is alive. Time and randomness are injected (a jitter
+//! sample in `0..=1`), so every rule is a table test.
 
 use std::time::Duration;
 
@@ -155,6 +156,110 @@ pub fn budget(missing: u64, min_free: u64, available: u64) -> Budget {
     }
 }
 
+/// What a running sync job is doing, for the watchdog ([`watchdog_ping`]). Each phase has
+/// its own longest healthy silence ([`Silences`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobPhase {
+    /// Reading or writing the local store (lookups, the switch of `index.json`, garbage
+    /// collection): nothing here waits on the network, so no silence beyond the watchdog
+    /// interval is healthy.
+    Local,
+    /// The `HEAD` of the manifest: one request sequence.
+    Check,
+    /// Fetching the manifests by digest (an index, then the platform's manifest).
+    Plan,
+    /// Downloading blobs: every stored byte is progress.
+    Download,
+    /// Running `hooks.on_update`.
+    Hook,
+}
+
+impl JobPhase {
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "store",
+            Self::Check => "check",
+            Self::Plan => "plan",
+            Self::Download => "download",
+            Self::Hook => "hook",
+        }
+    }
+}
+
+/// Requests one attempt may chain: a token, the login server (a blob's 307), the data
+/// endpoint.
+pub const REQUESTS_PER_ATTEMPT: u32 = 3;
+/// Manifests a plan fetches one after the other: an index, then the platform's manifest.
+pub const MANIFESTS_PER_PLAN: u32 = 2;
+/// Time a killed hook gets to be reaped, on top of `hooks.timeout_secs`.
+pub const HOOK_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest a healthy job may go without progress (a stored byte or a change of
+/// phase), per phase. A wait the daemon bounds itself (a read timeout, a retry wait, the
+/// hook timeout) is healthy: a server that stalls is answered by the client's timeouts and
+/// the retry policy, never by the watchdog, or every stall would restart the daemon and
+/// lose its backoff (a restart loop driven by a server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Silences {
+    /// One request sequence with its retries.
+    pub network: Duration,
+    /// The hook, until it is killed and reaped.
+    pub hook: Duration,
+}
+
+impl Silences {
+    /// From the HTTP client's `connect` and `idle_read` timeouts, the retry budget of one
+    /// request (`attempts`, each wait at most `retry_cap`) and `hooks.timeout_secs`.
+    ///
+    /// One attempt chains up to [`REQUESTS_PER_ATTEMPT`] requests, each bounded by
+    /// `connect + idle_read` until its first bytes; `attempts` attempts wait at most
+    /// `retry_cap` between them (counted once more, for the wait before a retry that the
+    /// job sees as the end of the previous sequence). Saturating: never overflows.
+    pub fn new(
+        connect: Duration,
+        idle_read: Duration,
+        attempts: u32,
+        retry_cap: Duration,
+        hook_timeout: Duration,
+    ) -> Self {
+        let attempts = attempts.max(1);
+        let request = connect.saturating_add(idle_read);
+        let network = request
+            .saturating_mul(REQUESTS_PER_ATTEMPT)
+            .saturating_mul(attempts)
+            .saturating_add(retry_cap.saturating_mul(attempts));
+        Self {
+            network,
+            hook: hook_timeout.saturating_add(HOOK_KILL_GRACE),
+        }
+    }
+
+    /// The longest healthy silence in `phase`.
+    pub fn of(&self, phase: JobPhase) -> Duration {
+        match phase {
+            JobPhase::Local => Duration::ZERO,
+            JobPhase::Check | JobPhase::Download => self.network,
+            JobPhase::Plan => self.network.saturating_mul(MANIFESTS_PER_PLAN),
+            JobPhase::Hook => self.hook,
+        }
+    }
+}
+
+/// Whether to send `WATCHDOG=1` now. The supervisor loop asks on each watchdog tick (so
+/// a loop that stopped turning sends nothing); `job` is the running job's phase and how
+/// long it has gone without progress, `None` when no job runs. Idle: ping. A job pings
+/// while its silence is within `interval` (one watchdog period) or within the phase's
+/// healthy silence ([`Silences::of`]), whichever is longer; beyond that it is stuck where
+/// no timeout of its own reaches (a hung disk, a bug), and systemd should restart the
+/// daemon, which resumes from its checkpoints.
+pub fn watchdog_ping(job: Option<(JobPhase, Duration)>, silences: &Silences, interval: Duration) -> bool {
+    match job {
+        None => true,
+        Some((phase, silent_for)) => silent_for <= interval.max(silences.of(phase)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +391,63 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn silences_follow_timeouts_retries_and_the_hook_timeout() {
+        // connect 15 s + idle read 60 s per request, 3 requests an attempt, 4 attempts,
+        // retry waits up to 30 s each.
+        let s = Silences::new(S(15), S(60), 4, S(30), S(60));
+        assert_eq!(s.network, S(4 * 3 * 75 + 4 * 30));
+        assert_eq!(s.hook, S(65));
+        assert_eq!(s.of(JobPhase::Local), Duration::ZERO);
+        assert_eq!(s.of(JobPhase::Check), s.network);
+        assert_eq!(s.of(JobPhase::Download), s.network);
+        assert_eq!(s.of(JobPhase::Plan), s.network * 2);
+        assert_eq!(s.of(JobPhase::Hook), S(65));
+        // Zero attempts counts as one; huge values saturate instead of overflowing.
+        assert_eq!(Silences::new(S(1), S(1), 0, S(0), S(0)).network, S(6));
+        let max = Silences::new(Duration::MAX, S(1), u32::MAX, Duration::MAX, Duration::MAX);
+        assert_eq!((max.network, max.hook), (Duration::MAX, Duration::MAX));
+        assert_eq!(max.of(JobPhase::Plan), Duration::MAX);
+    }
+
+    #[test]
+    fn watchdog_ping_table() {
+        use JobPhase::*;
+        let interval = S(30);
+        // network 4·3·(1+2) + 4·5 = 56 s; plan 112 s; hook 10 + 5 = 15 s.
+        let s = Silences::new(S(1), S(2), 4, S(5), S(10));
+        let cases = [
+            // Idle: the loop turned, nothing runs.
+            (None, true),
+            // Progress within one watchdog period, in any phase.
+            (Some((Local, S(0))), true),
+            (Some((Download, MS(500))), true),
+            (Some((Local, S(30))), true),
+            (Some((Hook, S(30))), true),
+            // A store operation silent for longer than one period: stuck on the disk.
+            (Some((Local, S(31))), false),
+            (Some((Local, S(3600))), false),
+            // A stalled server is the client's business until its timeouts and retries
+            // have had their time.
+            (Some((Download, S(56))), true),
+            (Some((Download, MS(56_001))), false),
+            (Some((Check, S(56))), true),
+            (Some((Check, S(57))), false),
+            (Some((Plan, S(112))), true),
+            (Some((Plan, S(113))), false),
+            // The hook may run to its timeout, then it is killed: beyond that it is stuck.
+            // (The period is longer than the hook's silence here: the period wins.)
+            (Some((Hook, S(31))), false),
+        ];
+        for (job, want) in cases {
+            assert_eq!(watchdog_ping(job, &s, interval), want, "{job:?}");
+        }
+        // A long hook timeout covers its run; a short period does not shorten it.
+        let long_hook = Silences::new(S(1), S(2), 4, S(5), S(600));
+        assert!(watchdog_ping(Some((Hook, S(605))), &long_hook, MS(200)));
+        assert!(!watchdog_ping(Some((Hook, S(606))), &long_hook, MS(200)));
+        assert!(!watchdog_ping(Some((Local, MS(201))), &long_hook, MS(200)));
     }
 }

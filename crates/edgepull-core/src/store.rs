@@ -8,6 +8,8 @@
 //! Must never: do IO; call a store root safe that a user other than the process's own (or
 //! root) could replace or write.
 
+use crate::perms::{self, GROUP_OR_OTHER_WRITE, shared_dir};
+
 /// When start-up re-hashes the blobs of the current images (`store.verify_on_start`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VerifyOnStart {
@@ -76,30 +78,22 @@ pub enum DirProblem {
     OwnedByOther,
 }
 
-/// The permission bits that let a user other than the owner create, rename or delete
-/// entries in a directory.
-const GROUP_OTHER_WRITE: u32 = 0o022;
-/// The sticky bit: only an entry's owner may rename or delete it (as in `/tmp`).
-const STICKY: u32 = 0o1000;
-
 /// Judge one directory of the store's path: the root must belong to `me` (the process's
 /// effective uid) and be writable by no one else; a parent must belong to root or `me` and
 /// be writable by no one else unless its sticky bit is set (so `/tmp` is fine, but a
 /// store in it must still be the process's own). `mode` is `st_mode` (type bits ignored).
 pub fn dir_safety(role: DirRole, mode: u32, owner: u32, me: u32) -> Result<(), DirProblem> {
-    let owner_ok = match role {
-        DirRole::Root => owner == me,
-        DirRole::Parent => owner == me || owner == 0,
-    };
-    if !owner_ok {
-        return Err(DirProblem::OwnedByOther);
+    match role {
+        // A parent is a shared directory: the one rule in `perms`.
+        DirRole::Parent => shared_dir(mode, owner, me).map_err(|p| match p {
+            perms::DirProblem::WritableByOthers { .. } => DirProblem::WritableByOthers,
+            perms::DirProblem::ForeignOwner { .. } => DirProblem::OwnedByOther,
+        }),
+        // The root is the process's own, writable by no one else, sticky or not.
+        DirRole::Root if owner != me => Err(DirProblem::OwnedByOther),
+        DirRole::Root if mode & GROUP_OR_OTHER_WRITE != 0 => Err(DirProblem::WritableByOthers),
+        DirRole::Root => Ok(()),
     }
-    let shared_write = mode & GROUP_OTHER_WRITE != 0;
-    let sticky_ok = role == DirRole::Parent && mode & STICKY != 0;
-    if shared_write && !sticky_ok {
-        return Err(DirProblem::WritableByOthers);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -521,6 +521,17 @@ impl FakeRegistry {
             .collect()
     }
 
+    /// Every token the realm issued that has not expired yet: the exact values a test
+    /// checks never reach a log.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared.tokens).keys().cloned().collect()
+    }
+
+    /// The `sig=` value of every signed link handed out that has not expired yet.
+    pub fn link_signatures(&self) -> Vec<String> {
+        lock(&self.shared.links).values().map(|l| l.sig.clone()).collect()
+    }
+
     /// TCP connections `server` accepted since the start or the last `clear_log`.
     pub fn connections(&self, server: ServerName) -> u64 {
         self.shared.connections(server)
