@@ -19,6 +19,7 @@ pub mod challenge;
 pub mod egress;
 pub mod gc;
 pub mod hostport;
+pub mod link;
 pub mod oci;
 pub mod resume;
 pub mod retry;
