@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::DaemonError;
 use super::job::Tracker;
 use crate::config::Config;
+use crate::link::Link;
 use crate::pull::Puller;
 use crate::store::{ImageEntry, PreviousEntry, Store};
 use edgepull_core::retry::RetryPolicy;
@@ -66,6 +67,7 @@ pub(super) async fn build_puller(
     store: &Store,
     tracker: &Arc<Tracker>,
     cancel: &CancellationToken,
+    link: &Arc<Link>,
 ) -> Result<Arc<Puller>, DaemonError> {
     let mut p = crate::app::puller(cfg, store.clone(), tracker.clone())
         .await
@@ -76,6 +78,8 @@ pub(super) async fn build_puller(
         RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(30), Some(4)).unwrap_or_default();
     p.set_retry(retry);
     p.set_cancel(cancel.child_token());
+    // One limiter for the daemon's life: a reload reconfigures it, downloads go on.
+    p.set_link(link.clone());
     Ok(Arc::new(p))
 }
 

@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use super::{FetchError, Fetcher, LINK_REFRESH_AFTER};
+use crate::link::{Paused, Stop};
 use crate::progress::FetchStats;
 use crate::registry::client::RegistryError;
 use crate::store::Ingest;
@@ -48,6 +49,8 @@ impl Interruption {
 
 /// What to do after a failed attempt.
 pub(super) enum Next {
+    /// The link closed (window or quota): checkpoint and stop.
+    Pause(Paused),
     /// Try again (if the retry policy agrees): `host` sent or refused the bytes.
     Retry { host: HostPort, cause: Interruption },
     /// Stop with this error.
@@ -141,6 +144,7 @@ impl Fetcher {
                 () = self.cancel.cancelled() => {
                     return Err(Next::Fail(FetchError::Cancelled { digest, offset: ingest.offset() }));
                 }
+                paused = self.link.closed() => return Err(Next::Pause(paused)),
                 next = blob.chunk() => next,
             };
             let chunk = match next {
@@ -164,6 +168,18 @@ impl Fetcher {
                 return Err(store_fail(e));
             }
             self.progress.advance(desc, ingest.offset());
+            // The link's cap: wait here, between reads and never inside one, so this wait is
+            // never taken for a slow server. A closed link (window, quota) stops the transfer.
+            match self.link.admit(chunk.len() as u64, &self.cancel).await {
+                Ok(()) => {}
+                Err(Stop::Paused(p)) => return Err(Next::Pause(p)),
+                Err(Stop::Cancelled) => {
+                    return Err(Next::Fail(FetchError::Cancelled {
+                        digest,
+                        offset: ingest.offset(),
+                    }));
+                }
+            }
             if started.elapsed() > LINK_REFRESH_AFTER && ingest.offset() < desc.size {
                 // Reopen for a fresh signed link before the current one expires.
                 return Err(Next::Retry {

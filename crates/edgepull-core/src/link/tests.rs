@@ -431,3 +431,10 @@ fn eta_uses_the_lower_of_cap_and_measured() {
     assert_eq!(eta(10, None, None), None);
     assert_eq!(eta(10, None, Some(0)), None);
 }
+
+#[test]
+fn rfc3339_formats_utc() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(MAR30 + 22 * H + 61), "2024-03-30T22:01:01Z");
+    assert_eq!(rfc3339(1_709_164_800), "2024-02-29T00:00:00Z");
+}
