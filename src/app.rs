@@ -67,7 +67,10 @@ pub async fn puller(cfg: &Config, store: Store, progress: Arc<dyn Progress>) -> 
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(source) => return Err(SetupError::Cancelled { source }),
     };
-    Ok(assemble(cfg, registry, store, progress))
+    let link = crate::link::Link::open(&cfg.link, store.root()).await;
+    let mut puller = assemble(cfg, registry, store, progress);
+    puller.set_link(link);
+    Ok(puller)
 }
 
 /// [`puller`] for callers outside async code: the files are read on this thread.
@@ -103,6 +106,7 @@ fn assemble(cfg: &Config, registry: RegistryClient, store: Store, progress: Arc<
         checkpoint_bytes: cfg.store.checkpoint_bytes,
         min_rate: cfg.timeouts.min_rate,
         cancel: Default::default(),
+        link: crate::link::Link::unlimited(),
     };
     Puller::new(
         fetcher,

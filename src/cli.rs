@@ -73,6 +73,10 @@ enum Command {
         /// Never draw progress bars, even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        /// Cap the download rate for this run (overrides link.max_bytes_per_sec): bytes per
+        /// second, with an optional unit K, M, G (×1000) or KiB, MiB, GiB (×1024), e.g. 2MiB.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        max_rate: Option<u64>,
     },
     /// Show the login server, data endpoint(s), realm hosts and the firewall allowlist.
     Endpoints {
@@ -227,7 +231,11 @@ pub(crate) async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Store {
             command: StoreCommand::Gc,
         } => store_gc(&cli).await,
-        Command::Pull { refs, no_progress } => pull(&cli, refs, *no_progress).await,
+        Command::Pull {
+            refs,
+            no_progress,
+            max_rate,
+        } => pull(&cli, refs, *no_progress, *max_rate).await,
         Command::Endpoints { json } => endpoints(&cli, *json),
         Command::Store {
             command: StoreCommand::List { json },
@@ -293,8 +301,16 @@ async fn store_gc(cli: &Cli) -> Result<u8, Failure> {
     Ok(0)
 }
 
-async fn pull(cli: &Cli, refs: &[String], no_progress: bool) -> Result<u8, Failure> {
-    let cfg = load_config(cli)?;
+/// `--max-rate`: a size with an optional unit (parsed by the core).
+fn parse_rate(text: &str) -> Result<u64, String> {
+    edgepull_core::link::parse_size(text).map_err(|e| e.to_string())
+}
+
+async fn pull(cli: &Cli, refs: &[String], no_progress: bool, max_rate: Option<u64>) -> Result<u8, Failure> {
+    let mut cfg = load_config(cli)?;
+    if let Some(rate) = max_rate {
+        cfg.set_max_rate(rate);
+    }
     if cfg.platform_defaulted {
         tracing::info!(platform = %cfg.platform, "platform not configured; using this build's platform");
     }

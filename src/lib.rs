@@ -38,6 +38,7 @@ pub mod exit;
     reason = "fetch is crate-private now; its items still say `pub` (LINK_REFRESH_AFTER, Fetcher, Fetcher::fetch)"
 )]
 mod fetch;
+pub mod link;
 pub mod progress;
 pub mod pull;
 pub mod registry;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fetch::retry::Retrier;
 use crate::fetch::{FetchError, Fetcher};
+use crate::link::{Link, Paused, Stop};
 use crate::progress::FetchStats;
 use crate::registry::client::{FetchedManifest, RegistryClient, RegistryError};
 use crate::store::{Store, StoreError};
@@ -85,6 +86,9 @@ pub enum PullError {
         expected: u64,
         actual: u64,
     },
+    /// The link is closed (outside the download windows, or the daily quota is used up).
+    #[error("{reference}: {paused}")]
+    Paused { reference: String, paused: Paused },
     /// Shutdown was requested; partial downloads are checkpointed and resume later.
     #[error("{reference}: stopped for shutdown (partial downloads are kept and resume)")]
     Cancelled { reference: String },
@@ -120,7 +124,16 @@ impl PullError {
             | PullError::ManifestSize { .. }
             | PullError::BlobSize { .. }
             | PullError::ConfigTooLarge { .. } => Category::Integrity,
-            PullError::Cancelled { .. } => Category::Transient,
+            PullError::Cancelled { .. } | PullError::Paused { .. } => Category::Transient,
+        }
+    }
+
+    /// Why the link stopped this pull (a window closed, the quota ran out), if it did.
+    pub(crate) fn paused(&self) -> Option<Paused> {
+        match self {
+            PullError::Paused { paused, .. } => Some(*paused),
+            PullError::Fetch { source, .. } => source.paused(),
+            _ => None,
         }
     }
 
@@ -206,6 +219,16 @@ impl Puller {
         self.fetcher.cancel = token;
     }
 
+    /// Share `link` (cap, windows, quota) with every download of this puller.
+    pub(crate) fn set_link(&mut self, link: std::sync::Arc<Link>) {
+        self.fetcher.link = link;
+    }
+
+    /// The link limiter this puller's downloads share.
+    pub(crate) fn link(&self) -> &std::sync::Arc<Link> {
+        &self.fetcher.link
+    }
+
     fn store(&self) -> &Store {
         &self.fetcher.store
     }
@@ -221,7 +244,12 @@ impl Puller {
     ) -> Result<FetchedManifest, PullError> {
         let cancel = &self.fetcher.cancel;
         let mut retry = Retrier::new(&self.fetcher.retry, cancel);
+        let paused = |paused| PullError::Paused {
+            reference: name.to_string(),
+            paused,
+        };
         loop {
+            self.fetcher.link.check().map_err(paused)?;
             let got = tokio::select! {
                 biased;
                 () = cancel.cancelled() => {
@@ -230,7 +258,16 @@ impl Puller {
                 got = self.registry().get_manifest(repo, reference, expected) => got,
             };
             let e = match got {
-                Ok(m) => return Ok(m),
+                Ok(m) => {
+                    // Manifests share the link's cap and quota with blobs.
+                    return match self.fetcher.link.admit(m.bytes.len() as u64, cancel).await {
+                        Ok(()) => Ok(m),
+                        Err(Stop::Paused(p)) => Err(paused(p)),
+                        Err(Stop::Cancelled) => Err(PullError::Cancelled {
+                            reference: name.to_string(),
+                        }),
+                    };
+                }
                 Err(e) => e,
             };
             let Some(delay) = retry.on_failure(&e.failure(), false) else {

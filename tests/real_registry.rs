@@ -12,6 +12,9 @@
 #[path = "real_registry/mod.rs"]
 mod support;
 
+#[path = "real_registry/link.rs"]
+mod link;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};

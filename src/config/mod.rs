@@ -30,10 +30,12 @@
 //! - Daemon mode (`edgepull run`, see `daemon`): `sync`
 //!   (`{interval_secs, jitter, backoff_max_secs}`), `hooks` (`{on_update, timeout_secs}`),
 //!   `metrics` (`{textfile}`).
+//! - `link` (`pull` and `run`): `{max_bytes_per_sec, max_bytes_per_day, windows,
+//!   timezone}`.
 //!
 //! Modules: `raw` (what serde reads), `path` (field paths), `ctx` (shared checks),
 //! `error`, then one per section: `registry`, `endpoints`, `auth`, `network` (resolve,
-//! proxy), `store`, `images`, `timeouts`, `daemon`; `secret` reads secret files. Raw serde
+//! proxy), `store`, `images`, `timeouts`, `daemon`, `link`; `secret` reads secret files. Raw serde
 //! structs stay private; everything public is already validated.
 //!
 //! [`Secret`]: edgepull_core::secret::Secret
@@ -44,6 +46,7 @@ mod daemon;
 mod endpoints;
 mod error;
 mod images;
+mod link;
 mod network;
 mod path;
 mod raw;
@@ -66,6 +69,7 @@ pub(crate) use self::daemon::{HooksConfig, MetricsConfig, SyncConfig};
 pub use self::endpoints::DataEndpointSource;
 pub use self::error::{ConfigError, ConfigNote};
 pub use self::images::ImageConfig;
+pub(crate) use self::link::LinkConfig;
 use self::path::FieldPath;
 use self::raw::RawConfig;
 pub use self::registry::RegistryConfig;
@@ -113,6 +117,8 @@ pub struct Config {
     pub(crate) hooks: HooksConfig,
     /// Prometheus textfile output (`metrics`).
     pub(crate) metrics: MetricsConfig,
+    /// Bandwidth cap, download windows and daily quota (`link`).
+    pub(crate) link: LinkConfig,
     /// Warnings found while validating.
     pub notes: Vec<ConfigNote>,
 }
@@ -177,6 +183,11 @@ impl Config {
         )
     }
 
+    /// Override `link.max_bytes_per_sec` (`edgepull pull --max-rate`).
+    pub fn set_max_rate(&mut self, bytes_per_sec: u64) {
+        self.link.max_bytes_per_sec = Some(bytes_per_sec);
+    }
+
     /// The allowlist ([`egress::allowlist`]) as `host:port` lines for a firewall rule set
     /// (port always written, IPv6 in brackets).
     pub fn firewall_lines(&self) -> Vec<String> {
@@ -239,6 +250,7 @@ impl Ctx {
         let sync = self.sync(raw.sync)?;
         let hooks = self.hooks(raw.hooks)?;
         let metrics = self.metrics(raw.metrics, &store)?;
+        let link = self.link(raw.link)?;
         Ok(Config {
             path: self.file.clone(),
             registry,
@@ -251,6 +263,7 @@ impl Ctx {
             sync,
             hooks,
             metrics,
+            link,
             notes,
         })
     }

@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub(super) sync: Option<RawSync>,
     pub(super) hooks: Option<RawHooks>,
     pub(super) metrics: Option<RawMetrics>,
+    pub(super) link: Option<RawLink>,
 }
 
 /// `registry`.
@@ -104,4 +105,22 @@ pub(super) struct RawHooks {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub(super) textfile: Option<String>,
+}
+
+/// A byte count: a number, or a string with a unit (`"2MiB"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// `link`: bandwidth cap, download windows, daily quota.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLink {
+    pub(super) max_bytes_per_sec: Option<RawSize>,
+    pub(super) max_bytes_per_day: Option<RawSize>,
+    pub(super) windows: Option<Vec<String>>,
+    pub(super) timezone: Option<String>,
 }

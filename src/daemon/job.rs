@@ -25,6 +25,7 @@ use super::hook::{self, HookEnd, HookEnv};
 use super::status::human_bytes;
 use crate::config::HooksConfig;
 use crate::exit::Category;
+use crate::link::Paused;
 use crate::progress::FetchStats;
 use crate::progress::Progress;
 use crate::pull::{PullError, PullPlan, Puller};
@@ -67,6 +68,9 @@ pub(crate) enum JobOutcome {
     Deferred(Deferral),
     /// The attempt failed.
     Failed(JobError),
+    /// The link is closed (outside the windows, or over the daily quota): nothing more
+    /// is downloaded until it opens; partial blobs are checkpointed.
+    Paused(Paused),
     /// Shutdown.
     Cancelled,
 }
@@ -218,12 +222,18 @@ impl Job {
             }
             AfterHead::Pull(reason) => reason,
         };
+        // Outside the windows or over the quota: the HEAD above is all this check does.
+        if let Err(p) = self.puller.link().check() {
+            tracing::info!(image_ref = %self.name, digest = %remote, %p, "update waits for the link");
+            return JobOutcome::Paused(p);
+        }
         tracing::info!(image_ref = %self.name, digest = %remote, reason = reason.as_str(), "planning pull");
         self.event(JobEvent::Phase(JobPhase::Plan));
 
         let plan = match self.puller.plan(&self.reference, Some(remote)).await {
             Ok(p) => Arc::new(p),
             Err(e) if e.is_cancelled() => return JobOutcome::Cancelled,
+            Err(e) if let Some(p) = e.paused() => return JobOutcome::Paused(p),
             Err(e) => return self.failed(e),
         };
         let missing = match self.puller.missing(&plan).await {
@@ -267,6 +277,7 @@ impl Job {
         let stats: Vec<FetchStats> = match self.puller.download(&plan).await {
             Ok(s) => s,
             Err(e) if e.is_cancelled() => return JobOutcome::Cancelled,
+            Err(e) if let Some(p) = e.paused() => return JobOutcome::Paused(p),
             Err(e) => return self.failed(e),
         };
         self.event(JobEvent::Phase(JobPhase::Local));

@@ -61,6 +61,7 @@ use self::slot::{Note, Slot};
 use self::status::{STATUS_VERSION, Stamp, State, Status};
 use crate::config::{Config, ConfigError};
 use crate::exit::Category;
+use crate::link::Link;
 use crate::pull::Puller;
 use crate::store::{Store, StoreError};
 use crate::systemd::Notifier;
@@ -147,6 +148,7 @@ struct Daemon {
     cfg: Config,
     store: Store,
     puller: Arc<Puller>,
+    link: Arc<Link>,
     tracker: Arc<Tracker>,
     notifier: Notifier,
     cancel: CancellationToken,
@@ -175,7 +177,8 @@ pub async fn run(
     let store = setup::open_store(&cfg).await?;
     let cancel = CancellationToken::new();
     let tracker = Arc::new(Tracker::default());
-    let puller = setup::build_puller(&cfg, &store, &tracker, &cancel).await?;
+    let link = Link::open(&cfg.link, store.root()).await;
+    let puller = setup::build_puller(&cfg, &store, &tracker, &cancel, &link).await?;
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let mut d = Daemon {
@@ -185,6 +188,7 @@ pub async fn run(
         cfg,
         store,
         puller,
+        link,
         tracker,
         notifier,
         cancel,
@@ -461,6 +465,13 @@ impl Daemon {
                 slot.next_due = Instant::now() + wait;
                 m.pulls_failed += 1;
             }
+            JobOutcome::Paused(p) => {
+                // Poll (HEAD) as usual; download again when the link opens.
+                slot.state = State::Idle;
+                slot.note = None;
+                slot.next_due = next_poll.min(Instant::now() + self.link.until(&p));
+                self.link.flush();
+            }
             JobOutcome::Cancelled => {
                 slot.state = State::Idle;
             }
@@ -508,7 +519,8 @@ impl Daemon {
         for note in &new.notes {
             tracing::warn!(config = %new.path.display(), "{note}");
         }
-        let puller = setup::build_puller(&new, &self.store, &self.tracker, &self.cancel).await?;
+        let puller = setup::build_puller(&new, &self.store, &self.tracker, &self.cancel, &self.link).await?;
+        self.link.reconfigure(&new.link).await;
         let now = Instant::now();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         self.slots = new
@@ -582,6 +594,7 @@ impl Daemon {
             pid: std::process::id(),
             updated: Stamp::of(SystemTime::now()),
             images: self.slots.iter().map(|s| s.status(now)).collect(),
+            link: Some(Box::new(self.link.status())),
         }
     }
 }

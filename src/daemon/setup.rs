@@ -17,6 +17,7 @@ use super::atomic::{self, DirCheck};
 use super::job::Tracker;
 use super::status::STATUS_FILE;
 use crate::config::Config;
+use crate::link::Link;
 use crate::pull::Puller;
 use crate::store::{ImageEntry, PreviousEntry, Store};
 use edgepull_core::retry::RetryPolicy;
@@ -117,6 +118,7 @@ pub(super) async fn build_puller(
     store: &Store,
     tracker: &Arc<Tracker>,
     cancel: &CancellationToken,
+    link: &Arc<Link>,
 ) -> Result<Arc<Puller>, DaemonError> {
     let mut p = crate::app::puller(cfg, store.clone(), tracker.clone())
         .await
@@ -126,6 +128,8 @@ pub(super) async fn build_puller(
     let retry = RetryPolicy::new(RETRY_BASE, RETRY_CAP, Some(RETRY_ATTEMPTS)).unwrap_or_default();
     p.set_retry(retry);
     p.set_cancel(cancel.child_token());
+    // One limiter for the daemon's life: a reload reconfigures it, downloads go on.
+    p.set_link(link.clone());
     Ok(Arc::new(p))
 }
 

@@ -141,6 +141,9 @@ pub struct Status {
     pub updated: Stamp,
     /// One entry per configured image, in config order.
     pub images: Vec<ImageStatus>,
+    /// The link's cap, quota use, rate and next window (`link` in the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<Box<crate::link::LinkStatus>>,
 }
 
 /// Replace `root/status.json` atomically, mode 0640 ([`super::atomic::replace`]).
@@ -339,6 +342,7 @@ mod tests {
             version: STATUS_VERSION,
             pid: 42,
             updated: Stamp::of(UNIX_EPOCH + Duration::from_secs(1000)),
+            link: None,
             images: vec![ImageStatus {
                 reference: "h/app:stable".into(),
                 state: State::Downloading,

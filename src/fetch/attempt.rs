@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{FetchError, Fetcher, LINK_REFRESH_AFTER};
+use crate::link::{Paused, Stop};
 use crate::progress::FetchStats;
 use crate::registry::client::RegistryError;
 use crate::store::Ingest;
@@ -66,6 +67,8 @@ impl Interruption {
 
 /// What to do after a failed attempt.
 pub(super) enum Next {
+    /// The link closed (window or quota): checkpoint and stop.
+    Pause(Paused),
     /// Try again (if the retry policy agrees): `host` sent or refused the bytes.
     Retry { host: HostPort, cause: Interruption },
     /// Stop with this error.
@@ -157,6 +160,8 @@ impl Fetcher {
         let announced = announced_excess(desc.size.saturating_sub(ingest.offset()), blob.content_length);
         let started = Instant::now();
         let body_start = tokio::time::Instant::now();
+        // Time this attempt spent waiting for the link's cap (excluded from the rate watch).
+        let mut capped = Duration::ZERO;
         let mut watch = self.min_rate.map(|rule| RateWatch::new(rule, Duration::ZERO));
         let mut ticks = watch.as_ref().map(|w| {
             let every = w.check_every();
@@ -176,7 +181,7 @@ impl Fetcher {
                 }
                 () = tick(&mut ticks) => {
                     if let Some(w) = watch.as_mut()
-                        && let Verdict::TooSlow { received, required, window } = w.verdict(body_start.elapsed())
+                        && let Verdict::TooSlow { received, required, window } = w.verdict(body_start.elapsed().saturating_sub(capped))
                     {
                         let bytes_per_sec = self.min_rate.map_or(0, |r| r.bytes_per_sec());
                         return Err(Next::Retry {
@@ -186,6 +191,7 @@ impl Fetcher {
                     }
                     continue;
                 }
+                paused = self.link.closed() => return Err(Next::Pause(paused)),
                 next = blob.chunk() => next,
             };
             let chunk = match next {
@@ -200,7 +206,7 @@ impl Fetcher {
             };
             stats.bytes_received += chunk.len() as u64;
             if let Some(w) = watch.as_mut() {
-                w.record(body_start.elapsed(), chunk.len() as u64);
+                w.record(body_start.elapsed().saturating_sub(capped), chunk.len() as u64);
             }
             // Keep the bytes the blob still needs; anything after them is not the blob's.
             let room = desc.size.saturating_sub(ingest.offset());
@@ -221,6 +227,22 @@ impl Fetcher {
                 return Err(store_fail(e));
             }
             self.progress.advance(desc, ingest.offset());
+            // The link's cap: wait here, between reads and never inside one, so this wait is
+            // never taken for a slow server. A closed link (window, quota) stops the transfer.
+            let admit_start = tokio::time::Instant::now();
+            let admitted = self.link.admit(chunk.len() as u64, &self.cancel).await;
+            // Time spent waiting for the cap is not the server's: the rate watch skips it.
+            capped += admit_start.elapsed();
+            match admitted {
+                Ok(()) => {}
+                Err(Stop::Paused(p)) => return Err(Next::Pause(p)),
+                Err(Stop::Cancelled) => {
+                    return Err(Next::Fail(FetchError::Cancelled {
+                        digest,
+                        offset: ingest.offset(),
+                    }));
+                }
+            }
             if excess > 0 {
                 warn_excess(desc, &host, excess.max(announced));
                 break;

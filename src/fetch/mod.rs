@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::attempt::Interruption;
 use self::attempt::Next;
 use self::retry::Retrier;
+use crate::link::{Link, Paused};
 use crate::progress::{FetchStats, Progress};
 use crate::registry::client::{RegistryClient, RegistryError};
 use crate::store::{Ingest, Store, StoreError};
@@ -74,6 +75,14 @@ pub enum FetchError {
         #[source]
         last: Interruption,
     },
+    /// The link closed (a download window ended or the daily quota ran out); the bytes so
+    /// far are checkpointed and the download resumes there with a `Range` request.
+    #[error("blob {digest}: download paused at byte {offset} (checkpointed): {paused}")]
+    Paused {
+        digest: Digest,
+        offset: u64,
+        paused: Paused,
+    },
     /// Shutdown was requested; the bytes so far are checkpointed for a later resume.
     #[error("blob {digest}: download stopped for shutdown at byte {offset} (checkpointed; it resumes there)")]
     Cancelled { digest: Digest, offset: u64 },
@@ -88,7 +97,9 @@ impl FetchError {
             FetchError::Store { source, .. } => source.category(),
             // The reply does not match the descriptor (length, range): content integrity.
             FetchError::Range { .. } => Category::Integrity,
-            FetchError::Exhausted { .. } | FetchError::Cancelled { .. } => Category::Transient,
+            FetchError::Exhausted { .. } | FetchError::Cancelled { .. } | FetchError::Paused { .. } => {
+                Category::Transient
+            }
         }
     }
 
@@ -96,6 +107,14 @@ impl FetchError {
     pub(crate) fn registry_error(&self) -> Option<&RegistryError> {
         match self {
             FetchError::Registry { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// Why the link stopped this fetch, if it did.
+    pub(crate) fn paused(&self) -> Option<Paused> {
+        match self {
+            FetchError::Paused { paused, .. } => Some(*paused),
             _ => None,
         }
     }
@@ -123,6 +142,8 @@ pub(crate) struct Fetcher {
     /// Fired at shutdown: the transfer stops at the next chunk or wait, checkpoints what it
     /// has written, and returns [`FetchError::Cancelled`]. Never fired for a plain pull.
     pub(crate) cancel: CancellationToken,
+    /// The bandwidth cap, windows and quota every download shares ([`Link`]).
+    pub(crate) link: Arc<Link>,
 }
 
 impl Fetcher {
@@ -149,6 +170,9 @@ impl Fetcher {
         loop {
             if self.cancel.is_cancelled() {
                 return Err(self.cancelled(desc, &mut ingest).await);
+            }
+            if let Err(paused) = self.link.check() {
+                return Err(self.paused(desc, &mut ingest, paused).await);
             }
             total_attempts += 1;
             let before = ingest.offset();
@@ -178,6 +202,9 @@ impl Fetcher {
                             return Err(store_err(e));
                         }
                     }
+                }
+                Err(Next::Pause(paused)) => {
+                    return Err(self.paused(desc, &mut ingest, paused).await);
                 }
                 Err(Next::Fail(e)) if e.is_cancelled() => {
                     return Err(self.cancelled(desc, &mut ingest).await);
@@ -219,6 +246,19 @@ impl Fetcher {
         FetchError::Cancelled {
             digest: desc.digest,
             offset: ingest.checkpointed(),
+        }
+    }
+
+    /// Checkpoint after the link closed and say where the transfer stopped.
+    async fn paused(&self, desc: &Descriptor, ingest: &mut Ingest, paused: Paused) -> FetchError {
+        self.checkpoint_or_log(desc, ingest).await;
+        self.link.flush();
+        self.progress.fail(desc);
+        tracing::info!(digest = %desc.digest, offset = ingest.checkpointed(), %paused, "download paused");
+        FetchError::Paused {
+            digest: desc.digest,
+            offset: ingest.checkpointed(),
+            paused,
         }
     }
 

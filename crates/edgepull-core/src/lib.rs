@@ -21,6 +21,7 @@ pub mod challenge;
 pub mod egress;
 pub mod gc;
 pub mod hostport;
+pub mod link;
 pub mod oci;
 pub mod perms;
 pub mod rate;
