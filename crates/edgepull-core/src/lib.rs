@@ -6,7 +6,8 @@
 //! `Content-Range` and resume decisions ([`resume`]), the retry/backoff policy ([`retry`]),
 //! the daemon's schedule decisions ([`schedule`]), the content store's garbage-collection
 //! decisions ([`gc`]) and start-up decisions ([`store`]: re-hash policy, directory
-//! safety), and the redacted [`secret::Secret`] credentials travel in.
+//! safety), the redacted [`secret::Secret`] credentials travel in, and cosign signature
+//! verification ([`signature`]).
 //!
 //! Must never: do IO (files, sockets, clocks read behind the caller's back: time is always
 //! passed in), depend on an async runtime, an HTTP client or a TLS stack. Everything here is
@@ -24,5 +25,6 @@ pub mod resume;
 pub mod retry;
 pub mod schedule;
 pub mod secret;
+pub mod signature;
 pub mod store;
 pub mod token;
