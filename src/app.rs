@@ -3,7 +3,7 @@
 //!
 //! Owns: the wiring (which policy the client and its resolver enforce, which credentials
 //! the authenticator holds, the one-shot pull's retry policy, concurrency and checkpoint
-//! size) and the one place set-up errors come from ([`SetupError`]).
+//! size, the signature keys) and the one place set-up errors come from ([`SetupError`]).
 //!
 //! Blocking reads: building reads the secret files ([`load_secret`]) and the CA file
 //! (`registry::http::build_client`). Async callers use [`puller`], which does those reads in
@@ -24,6 +24,7 @@ use crate::registry::auth::Credentials;
 use crate::registry::client::RegistryClient;
 use crate::registry::http::{HttpError, HttpSettings, build_client};
 use crate::store::Store;
+use crate::verify::Signatures;
 use edgepull_core::egress::{EgressPolicy, PolicyError};
 use edgepull_core::retry::RetryPolicy;
 
@@ -102,7 +103,13 @@ fn assemble(cfg: &Config, registry: RegistryClient, store: Store, progress: Arc<
         checkpoint_bytes: cfg.store.checkpoint_bytes,
         cancel: Default::default(),
     };
-    Puller::new(fetcher, cfg.platform.clone(), cfg.concurrency)
+    let mut puller = Puller::new(fetcher, cfg.platform.clone(), cfg.concurrency);
+    let signatures = cfg
+        .signatures
+        .as_ref()
+        .map(|s| Arc::new(Signatures::new(s, &cfg.images)));
+    puller.set_signatures(signatures);
+    puller
 }
 
 /// The egress policy a config describes.

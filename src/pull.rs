@@ -8,6 +8,8 @@
 //! network except through the registry client, and never reads the config (a puller is
 //! built by [`crate::app`]).
 
+use std::sync::Arc;
+
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +18,7 @@ use crate::fetch::{FetchError, Fetcher};
 use crate::progress::FetchStats;
 use crate::registry::client::{FetchedManifest, RegistryClient, RegistryError};
 use crate::store::{Store, StoreError};
+use crate::verify::{self, Signatures, VerifyError};
 use edgepull_core::oci::manifest::{MAX_CONFIG_BYTES, OCI_MANIFEST};
 use edgepull_core::oci::platform::select;
 use edgepull_core::oci::{Descriptor, Digest, Document, Platform, Reference};
@@ -83,6 +86,13 @@ pub enum PullError {
     /// Shutdown was requested; partial downloads are checkpointed and resume later.
     #[error("{reference}: stopped for shutdown (partial downloads are kept and resume)")]
     Cancelled { reference: String },
+    /// No valid signature by a configured key covers the image; nothing was downloaded.
+    #[error("{reference}: refused: signature {kind}", kind = source.refusal())]
+    Signature {
+        reference: String,
+        #[source]
+        source: Box<edgepull_core::signature::SignatureError>,
+    },
     /// The config blob is too large to be a config.
     #[error("{reference}: config blob {digest} is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit")]
     ConfigTooLarge {
@@ -105,6 +115,15 @@ impl PullError {
             | PullError::ManifestSize { .. }
             | PullError::ConfigTooLarge { .. } => Category::Integrity,
             PullError::Cancelled { .. } => Category::Transient,
+            PullError::Signature { .. } => Category::Signature,
+        }
+    }
+
+    /// The signature refusal, when that is why the pull failed.
+    pub(crate) fn signature_refusal(&self) -> Option<&edgepull_core::signature::SignatureError> {
+        match self {
+            PullError::Signature { source, .. } => Some(source.as_ref()),
+            _ => None,
         }
     }
 
@@ -153,6 +172,7 @@ pub struct Puller {
     platform: Platform,
     concurrency: usize,
     fetcher: Fetcher,
+    signatures: Option<Arc<Signatures>>,
 }
 
 impl Puller {
@@ -162,7 +182,13 @@ impl Puller {
             platform,
             concurrency,
             fetcher,
+            signatures: None,
         }
+    }
+
+    /// Require a valid signature by one of these keys before a plan is accepted.
+    pub(crate) fn set_signatures(&mut self, signatures: Option<Arc<Signatures>>) {
+        self.signatures = signatures;
     }
 
     /// The registry client.
@@ -241,8 +267,8 @@ impl Puller {
     }
 
     /// Resolve `reference` (or, with `pin`, the digest a `HEAD` returned for it, so the
-    /// plan cannot race a tag that moves again), choose the platform manifest, and list
-    /// the blobs. Fetches only manifests (the index and the platform manifest), which
+    /// plan cannot race a tag that moves again), choose the platform manifest, check its
+    /// signature when signatures are required (`verify`), and list the blobs. Fetches only manifests (the index and the platform manifest), which
     /// are held in memory until [`Puller::download`].
     pub(crate) async fn plan(
         &self,
@@ -333,6 +359,37 @@ impl Puller {
                 digest: manifest.config.digest,
                 size: manifest.config.size,
             });
+        }
+
+        // Signed updates: nothing is downloaded, let alone made current, unless a valid
+        // signature covers the index or the platform manifest.
+        if let Some(sigs) = &self.signatures {
+            let candidates: Vec<Digest> = index
+                .as_ref()
+                .map(|i| i.digest)
+                .into_iter()
+                .chain(std::iter::once(manifest_fetched.digest))
+                .collect();
+            let fetch = verify::Fetch {
+                registry: self.registry(),
+                retry: &self.fetcher.retry,
+                cancel: &self.fetcher.cancel,
+            };
+            verify::verify(&fetch, sigs, reference, &candidates)
+                .await
+                .map_err(|e| match e {
+                    VerifyError::Refused(source) => PullError::Signature {
+                        reference: name.clone(),
+                        source: Box::new(source),
+                    },
+                    VerifyError::Registry(e) => PullError::Registry {
+                        reference: name.clone(),
+                        source: Box::new(e),
+                    },
+                    VerifyError::Cancelled => PullError::Cancelled {
+                        reference: name.clone(),
+                    },
+                })?;
         }
 
         // Distinct blobs, config first.

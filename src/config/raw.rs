@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub(super) sync: Option<RawSync>,
     pub(super) hooks: Option<RawHooks>,
     pub(super) metrics: Option<RawMetrics>,
+    pub(super) signatures: Option<RawSignatures>,
 }
 
 /// `registry`.
@@ -69,6 +70,7 @@ pub(super) struct RawImage {
     #[serde(rename = "ref")]
     pub(super) reference: Option<String>,
     pub(super) interval_secs: Option<u64>,
+    pub(super) identity: Option<String>,
 }
 
 /// `timeouts`.
@@ -101,4 +103,11 @@ pub(super) struct RawHooks {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub(super) textfile: Option<String>,
+}
+
+/// `signatures`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSignatures {
+    pub(super) public_keys: Option<Vec<String>>,
 }

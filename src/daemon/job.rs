@@ -33,6 +33,7 @@ use crate::store::{Store, StoreError};
 use edgepull_core::oci::manifest::MAX_MANIFEST_BYTES;
 use edgepull_core::oci::{Descriptor, Digest, ImageManifest, Reference};
 use edgepull_core::schedule::{AfterHead, Budget, Local, after_head, budget};
+use edgepull_core::signature::SignatureError;
 
 /// What a running job tells the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,9 @@ pub(crate) enum JobOutcome {
     Deferred(Deferral),
     /// The attempt failed.
     Failed(JobError),
+    /// `digest` (what the tag points at) has no valid signature (`signatures`): refused
+    /// now (`error`), or refused before and not fetched again (`None`) until the tag moves.
+    Refused { digest: Digest, error: Option<JobError> },
     /// Shutdown.
     Cancelled,
 }
@@ -86,6 +90,14 @@ impl JobError {
             JobError::Check(e) => e.category(),
             JobError::Pull(e) => e.category(),
             JobError::Store(_) | JobError::Blocking(_) | JobError::Task(_) => Category::Store,
+        }
+    }
+
+    /// The signature refusal, when that is why the attempt failed.
+    pub(crate) fn signature(&self) -> Option<&SignatureError> {
+        match self {
+            JobError::Pull(e) => e.signature_refusal(),
+            _ => None,
         }
     }
 
@@ -154,6 +166,8 @@ pub(crate) struct Job {
     pub hooks: HooksConfig,
     pub cancel: CancellationToken,
     pub events: UnboundedSender<(String, JobEvent)>,
+    /// A digest this image's tag pointed at that was refused for its signature.
+    pub refused: Option<Digest>,
 }
 
 impl Job {
@@ -200,11 +214,25 @@ impl Job {
             }
             AfterHead::Pull(reason) => reason,
         };
+        if self.refused == Some(remote) {
+            tracing::debug!(image_ref = %self.name, digest = %remote, "still the digest refused for its signature");
+            return JobOutcome::Refused {
+                digest: remote,
+                error: None,
+            };
+        }
         tracing::info!(image_ref = %self.name, digest = %remote, reason = reason.as_str(), "planning pull");
 
         let plan = match self.puller.plan(&self.reference, Some(remote)).await {
             Ok(p) => Arc::new(p),
             Err(e) if e.is_cancelled() => return JobOutcome::Cancelled,
+            Err(e) if e.signature_refusal().is_some() => {
+                tracing::warn!(image_ref = %self.name, digest = %remote, error = %crate::error_chain(&e), "update refused: the current version stays; not retried until the tag moves");
+                return JobOutcome::Refused {
+                    digest: remote,
+                    error: Some(e.into()),
+                };
+            }
             Err(e) => return self.failed(e),
         };
         let missing = match self.puller.missing(&plan).await {
