@@ -3,8 +3,8 @@
 //!
 //! Owns: the wiring (which policy the client and its resolver enforce, which credentials
 //! the authenticator holds, the one-shot pull's retry policy, concurrency, checkpoint
-//! size, minimum transfer rate and blob size limit) and the one place set-up errors come
-//! from ([`SetupError`]).
+//! size, minimum transfer rate, blob size limit and signature keys) and the one place
+//! set-up errors come from ([`SetupError`]).
 //!
 //! Blocking reads: building reads the secret files (`config::load_secret`) and the CA file
 //! (`registry::http::build_client`). Async callers use [`puller`], which does those reads in
@@ -25,6 +25,7 @@ use crate::registry::auth::Credentials;
 use crate::registry::client::RegistryClient;
 use crate::registry::http::{HttpError, HttpSettings, build_client};
 use crate::store::Store;
+use crate::verify::Signatures;
 use edgepull_core::egress::{EgressPolicy, PolicyError};
 use edgepull_core::retry::RetryPolicy;
 
@@ -108,12 +109,18 @@ fn assemble(cfg: &Config, registry: RegistryClient, store: Store, progress: Arc<
         cancel: Default::default(),
         link: crate::link::Link::unlimited(),
     };
-    Puller::new(
+    let mut puller = Puller::new(
         fetcher,
         cfg.platform.clone(),
         cfg.concurrency,
         cfg.store.max_blob_bytes,
-    )
+    );
+    let signatures = cfg
+        .signatures
+        .as_ref()
+        .map(|s| Arc::new(Signatures::new(s, &cfg.images)));
+    puller.set_signatures(signatures);
+    puller
 }
 
 /// The egress policy a config describes.

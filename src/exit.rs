@@ -22,6 +22,9 @@ pub enum Category {
     Registry,
     /// The local store failed (disk, permissions, lock held).
     Store,
+    /// No valid signature by a configured key covers the image (`signatures`): missing,
+    /// invalid, unknown key, or signed for another digest or identity.
+    Signature,
 }
 
 impl Category {
@@ -36,6 +39,8 @@ impl Category {
             Category::Transient => 75, // EX_TEMPFAIL
             Category::Registry => 76,  // EX_PROTOCOL
             Category::Store => 74,     // EX_IOERR
+            // Like 10, a refusal by policy, not a failure; no sysexits code means "untrusted".
+            Category::Signature => 11,
         }
     }
 
@@ -43,7 +48,7 @@ impl Category {
     pub fn severity(self) -> u8 {
         match self {
             Category::Usage | Category::Config => 7,
-            Category::Policy => 6,
+            Category::Policy | Category::Signature => 6,
             Category::Auth => 5,
             Category::Integrity => 4,
             Category::Store => 3,
@@ -68,6 +73,7 @@ mod tests {
             Category::Transient,
             Category::Registry,
             Category::Store,
+            Category::Signature,
         ];
         let mut codes: Vec<u8> = all.iter().map(|c| c.code()).collect();
         codes.sort();

@@ -10,6 +10,8 @@
 //! - `fetch` (private): resumable, verified blob download with a pure retry policy.
 //! - [`store`]: the crash-safe content store (an OCI image layout plus resumable ingests).
 //! - [`pull`]: one pull: resolve → choose platform → fetch blobs → record in the layout.
+//! - `verify` (private): signed updates: a plan is accepted only with a valid cosign
+//!   signature by a configured key (decisions in `edgepull_core::signature`).
 //! - [`systemd`]: sd_notify (READY/RELOADING/STOPPING/STATUS/WATCHDOG); no-op outside systemd.
 //! - [`daemon`]: `edgepull run`: the supervisor loop keeping every image in sync (schedule,
 //!   backoff, disk budget, rollback versions, garbage collection, hooks, status, metrics).
@@ -45,6 +47,7 @@ pub mod registry;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+mod verify;
 
 use std::error::Error;
 

@@ -12,6 +12,8 @@
 //! built by [`crate::app`]), and never puts an index's platform strings into a message
 //! unescaped.
 
+use std::sync::Arc;
+
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +23,7 @@ use crate::link::{Link, Paused, Stop};
 use crate::progress::FetchStats;
 use crate::registry::client::{FetchedManifest, RegistryClient, RegistryError};
 use crate::store::{Store, StoreError};
+use crate::verify::{self, Signatures, VerifyError};
 use edgepull_core::oci::manifest::{MAX_CONFIG_BYTES, OCI_MANIFEST};
 use edgepull_core::oci::platform::{describe_offered, select};
 use edgepull_core::oci::sizes::{SizeError, check_blob_sizes};
@@ -102,6 +105,13 @@ pub enum PullError {
         #[source]
         source: Box<SizeError>,
     },
+    /// No valid signature by a configured key covers the image; nothing was downloaded.
+    #[error("{reference}: refused: signature {kind}", kind = source.refusal())]
+    Signature {
+        reference: String,
+        #[source]
+        source: Box<edgepull_core::signature::SignatureError>,
+    },
     /// The config blob is too large to be a config.
     #[error("{reference}: config blob {digest} is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit")]
     ConfigTooLarge {
@@ -125,6 +135,15 @@ impl PullError {
             | PullError::BlobSize { .. }
             | PullError::ConfigTooLarge { .. } => Category::Integrity,
             PullError::Cancelled { .. } | PullError::Paused { .. } => Category::Transient,
+            PullError::Signature { .. } => Category::Signature,
+        }
+    }
+
+    /// The signature refusal, when that is why the pull failed.
+    pub(crate) fn signature_refusal(&self) -> Option<&edgepull_core::signature::SignatureError> {
+        match self {
+            PullError::Signature { source, .. } => Some(source.as_ref()),
+            _ => None,
         }
     }
 
@@ -183,6 +202,7 @@ pub struct Puller {
     concurrency: usize,
     max_blob_bytes: u64,
     fetcher: Fetcher,
+    signatures: Option<Arc<Signatures>>,
 }
 
 impl Puller {
@@ -194,7 +214,13 @@ impl Puller {
             concurrency,
             max_blob_bytes,
             fetcher,
+            signatures: None,
         }
+    }
+
+    /// Require a valid signature by one of these keys before a plan is accepted.
+    pub(crate) fn set_signatures(&mut self, signatures: Option<Arc<Signatures>>) {
+        self.signatures = signatures;
     }
 
     /// The registry client.
@@ -297,8 +323,8 @@ impl Puller {
     }
 
     /// Resolve `reference` (or, with `pin`, the digest a `HEAD` returned for it, so the
-    /// plan cannot race a tag that moves again), choose the platform manifest, and list
-    /// the blobs. Fetches only manifests (the index and the platform manifest), which
+    /// plan cannot race a tag that moves again), choose the platform manifest, check its
+    /// signature when signatures are required (`verify`), and list the blobs. Fetches only manifests (the index and the platform manifest), which
     /// are held in memory until [`Puller::download`].
     pub(crate) async fn plan(
         &self,
@@ -401,6 +427,38 @@ impl Puller {
                 size: manifest.config.size,
             });
         }
+
+        // Signed updates: nothing is downloaded, let alone made current, unless a valid
+        // signature covers the index or the platform manifest.
+        if let Some(sigs) = &self.signatures {
+            let candidates: Vec<Digest> = index
+                .as_ref()
+                .map(|i| i.digest)
+                .into_iter()
+                .chain(std::iter::once(manifest_fetched.digest))
+                .collect();
+            let fetch = verify::Fetch {
+                registry: self.registry(),
+                retry: &self.fetcher.retry,
+                cancel: &self.fetcher.cancel,
+            };
+            verify::verify(&fetch, sigs, reference, &candidates)
+                .await
+                .map_err(|e| match e {
+                    VerifyError::Refused(source) => PullError::Signature {
+                        reference: name.clone(),
+                        source: Box::new(source),
+                    },
+                    VerifyError::Registry(e) => PullError::Registry {
+                        reference: name.clone(),
+                        source: Box::new(e),
+                    },
+                    VerifyError::Cancelled => PullError::Cancelled {
+                        reference: name.clone(),
+                    },
+                })?;
+        }
+
         let mut desc = manifest_fetched.descriptor();
         if desc.media_type.is_empty() {
             desc.media_type = OCI_MANIFEST.to_string();

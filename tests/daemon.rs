@@ -994,3 +994,84 @@ fn a_metrics_directory_other_users_can_write_is_refused_at_start_up() {
         assert!(stderr.contains("owned by uid 65534"), "{stderr}");
     }
 }
+
+#[path = "common/signing.rs"]
+mod signing;
+
+#[test]
+fn an_unsigned_update_is_refused_the_current_version_stays_and_the_digest_is_not_retried() {
+    let key = signing::Signer::new();
+    let h = Harness::new(|v, dir| {
+        let path = key.write_public(dir, "release.pub");
+        v["signatures"] = json!({ "public_keys": [path] });
+    });
+    let identity = format!("{}/app", h.fake.login_host());
+    let sign = |d: &Digest| {
+        let p = signing::payload(&identity, d);
+        signing::push_signatures(&h.fake, "app", d, &[(p.clone(), key.sign(&p))]);
+    };
+    let (v1, _) = h.push("stable", vec![random_bytes(1500)]);
+    sign(&v1);
+    let mut d = h.start();
+    d.wait("signed v1 current", Duration::from_secs(10), || {
+        h.current() == Some(v1.to_string())
+    });
+
+    // The tag moves to an unsigned digest: refused, v1 stays current everywhere.
+    let (v2, v2_blobs) = h.push("v2", vec![random_bytes(1501)]);
+    h.fake.move_tag("app", "stable", v2);
+    d.wait(
+        "signature: missing in status.json",
+        Duration::from_secs(10),
+        || h.image_status()["signature"] == "missing",
+    );
+    let s = h.image_status();
+    assert_eq!(s["state"], "error", "{s}");
+    assert_eq!(s["current_digest"], v1.to_string(), "{s}");
+    assert!(
+        s["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signature missing"),
+        "{s}"
+    );
+    assert!(h.index().to_string().contains(&v1.to_string()));
+    assert!(
+        !h.index().to_string().contains(&v2.to_string()),
+        "nothing unsigned in index.json"
+    );
+    assert!(
+        v2_blobs.iter().all(|b| !h.blob_exists(b)),
+        "no blob of the refused image"
+    );
+
+    // Polls go on (one HEAD each) but the refused digest is not fetched or verified again.
+    let checks = h.image_status()["checks"].as_u64().unwrap();
+    h.fake.clear_log();
+    d.wait("two more polls", Duration::from_secs(10), || {
+        h.image_status()["checks"].as_u64() >= Some(checks + 2)
+    });
+    let requests = h.fake.requests();
+    for r in &requests {
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("HEAD", "/v2/app/manifests/stable"),
+            "only HEADs while the tag still points at the refused digest: {requests:?}"
+        );
+    }
+    assert_eq!(h.image_status()["signature"], "missing");
+
+    // The tag moves to a signed digest: adopted, the refusal cleared.
+    let (v3, _) = h.push("v3", vec![random_bytes(1502)]);
+    sign(&v3);
+    h.fake.move_tag("app", "stable", v3);
+    d.wait("signed v3 current", Duration::from_secs(10), || {
+        h.current() == Some(v3.to_string())
+    });
+    assert!(
+        h.image_status().get("signature").is_none(),
+        "{}",
+        h.image_status()
+    );
+    assert!(d.terminate().success());
+}

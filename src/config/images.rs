@@ -2,12 +2,14 @@
 //!
 //! Owns: [`ImageConfig`], parsing each reference against the login server (an image on
 //! another registry is refused: edgepull pulls only from the login server) and the
-//! interval limits the daemon's `sync.interval_secs` shares. Pure.
+//! interval limits the daemon's `sync.interval_secs` shares, and the signature
+//! `identity` each image's signatures must name. Pure.
 
 use std::time::Duration;
 
 use edgepull_core::hostport::HostPort;
 use edgepull_core::oci::Reference;
+use edgepull_core::signature::Identity;
 
 use super::ctx::{Ctx, Limits, q};
 use super::error::ConfigError;
@@ -33,6 +35,9 @@ pub struct ImageConfig {
     pub reference: Reference,
     /// How often to check it, when set.
     pub(crate) interval: Option<Duration>,
+    /// The `docker-reference` its signatures must name (`identity`; default: the
+    /// reference's registry and repository).
+    pub(crate) identity: Identity,
 }
 
 impl Ctx {
@@ -72,7 +77,24 @@ impl Ctx {
                 return Err(self.invalid(&ref_field, q(&value), "listed twice; remove the duplicate"));
             }
             let interval = self.secs(&field.key("interval_secs"), img.interval_secs, INTERVAL_SECS)?;
-            out.push(ImageConfig { reference, interval });
+            let identity = match img.identity {
+                None => Identity::of(&reference),
+                Some(v) => Identity::parse(&v).map_err(|e| {
+                    self.invalid(
+                        &field.key("identity"),
+                        q(&v),
+                        format!(
+                            "{e}; give the registry/repository the image was signed as (a tag or digest is ignored), \
+                             e.g. \"{login}/app\""
+                        ),
+                    )
+                })?,
+            };
+            out.push(ImageConfig {
+                reference,
+                interval,
+                identity,
+            });
         }
         Ok(out)
     }

@@ -13,7 +13,8 @@
 //! and Azure Storage hosts are refused: they mean dedicated data endpoints are disabled.
 //!
 //! IO, all blocking: [`Config::load`] reads the config file, the endpoints file, the
-//! metadata (never the content) of secret files and, when `platform` is absent,
+//! metadata (never the content) of secret files, the `signatures.public_keys` files and,
+//! when `platform` is absent,
 //! `/proc/cpuinfo`; `load_secret` reads a secret file when a credential is needed. Both
 //! stay synchronous: the caller decides where to run them (the daemon uses
 //! `spawn_blocking`).
@@ -25,8 +26,8 @@
 //!   (`http://host:port`).
 //! - `store`: `path`, `checkpoint_bytes`, `lock_wait_secs`, `keep_previous`,
 //!   `min_free_bytes`, `ingest_max_age_secs`, `verify_on_start`.
-//! - `platform`, `images` (`[{ref, interval_secs}]`), `concurrency`,
-//!   `timeouts` (`{connect_secs, idle_read_secs}`).
+//! - `platform`, `images` (`[{ref, interval_secs, identity}]`), `concurrency`,
+//!   `timeouts` (`{connect_secs, idle_read_secs}`), `signatures` (`{public_keys}`).
 //! - Daemon mode (`edgepull run`, see `daemon`): `sync`
 //!   (`{interval_secs, jitter, backoff_max_secs}`), `hooks` (`{on_update, timeout_secs}`),
 //!   `metrics` (`{textfile}`).
@@ -35,7 +36,8 @@
 //!
 //! Modules: `raw` (what serde reads), `path` (field paths), `ctx` (shared checks),
 //! `error`, then one per section: `registry`, `endpoints`, `auth`, `network` (resolve,
-//! proxy), `store`, `images`, `timeouts`, `daemon`, `link`; `secret` reads secret files. Raw serde
+//! proxy), `store`, `images`, `timeouts`, `daemon`, `link`, `signatures` (reads the key
+//! files); `secret` reads secret files. Raw serde
 //! structs stay private; everything public is already validated.
 //!
 //! [`Secret`]: edgepull_core::secret::Secret
@@ -52,6 +54,7 @@ mod path;
 mod raw;
 mod registry;
 mod secret;
+mod signatures;
 mod store;
 mod timeouts;
 
@@ -74,6 +77,7 @@ use self::path::FieldPath;
 use self::raw::RawConfig;
 pub use self::registry::RegistryConfig;
 pub(crate) use self::secret::load_secret;
+pub(crate) use self::signatures::SignaturesConfig;
 pub use self::store::StoreConfig;
 pub(crate) use self::timeouts::TimeoutConfig;
 
@@ -119,6 +123,8 @@ pub struct Config {
     pub(crate) metrics: MetricsConfig,
     /// Bandwidth cap, download windows and daily quota (`link`).
     pub(crate) link: LinkConfig,
+    /// The keys images must be signed with (`signatures`); `None`: unsigned images are accepted.
+    pub(crate) signatures: Option<SignaturesConfig>,
     /// Warnings found while validating.
     pub notes: Vec<ConfigNote>,
 }
@@ -251,6 +257,7 @@ impl Ctx {
         let hooks = self.hooks(raw.hooks)?;
         let metrics = self.metrics(raw.metrics, &store)?;
         let link = self.link(raw.link)?;
+        let signatures = raw.signatures.map(|s| self.signatures(s)).transpose()?;
         Ok(Config {
             path: self.file.clone(),
             registry,
@@ -264,6 +271,7 @@ impl Ctx {
             hooks,
             metrics,
             link,
+            signatures,
             notes,
         })
     }

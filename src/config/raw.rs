@@ -23,6 +23,7 @@ pub(super) struct RawConfig {
     pub(super) hooks: Option<RawHooks>,
     pub(super) metrics: Option<RawMetrics>,
     pub(super) link: Option<RawLink>,
+    pub(super) signatures: Option<RawSignatures>,
 }
 
 /// `registry`.
@@ -71,6 +72,7 @@ pub(super) struct RawImage {
     #[serde(rename = "ref")]
     pub(super) reference: Option<String>,
     pub(super) interval_secs: Option<u64>,
+    pub(super) identity: Option<String>,
 }
 
 /// `timeouts`.
@@ -123,4 +125,11 @@ pub(super) struct RawLink {
     pub(super) max_bytes_per_day: Option<RawSize>,
     pub(super) windows: Option<Vec<String>>,
     pub(super) timezone: Option<String>,
+}
+
+/// `signatures`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSignatures {
+    pub(super) public_keys: Option<Vec<String>>,
 }

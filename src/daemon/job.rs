@@ -34,6 +34,7 @@ use crate::store::{Store, StoreError};
 use edgepull_core::oci::manifest::MAX_MANIFEST_BYTES;
 use edgepull_core::oci::{Descriptor, Digest, ImageManifest, Reference};
 use edgepull_core::schedule::{AfterHead, Budget, JobPhase, Local, after_head, budget};
+use edgepull_core::signature::SignatureError;
 
 /// What a running job tells the supervisor. Every event is progress for the watchdog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,9 @@ pub(crate) enum JobOutcome {
     /// The link is closed (outside the windows, or over the daily quota): nothing more
     /// is downloaded until it opens; partial blobs are checkpointed.
     Paused(Paused),
+    /// `digest` (what the tag points at) has no valid signature (`signatures`): refused
+    /// now (`error`), or refused before and not fetched again (`None`) until the tag moves.
+    Refused { digest: Digest, error: Option<JobError> },
     /// Shutdown.
     Cancelled,
 }
@@ -103,6 +107,14 @@ impl JobError {
             JobError::Check(e) => e.category(),
             JobError::Pull(e) => e.category(),
             JobError::Store(_) | JobError::Blocking(_) | JobError::Task(_) => Category::Store,
+        }
+    }
+
+    /// The signature refusal, when that is why the attempt failed.
+    pub(crate) fn signature(&self) -> Option<&SignatureError> {
+        match self {
+            JobError::Pull(e) => e.signature_refusal(),
+            _ => None,
         }
     }
 
@@ -171,6 +183,8 @@ pub(crate) struct Job {
     pub hooks: HooksConfig,
     pub cancel: CancellationToken,
     pub events: UnboundedSender<(String, JobEvent)>,
+    /// A digest this image's tag pointed at that was refused for its signature.
+    pub refused: Option<Digest>,
 }
 
 impl Job {
@@ -222,6 +236,13 @@ impl Job {
             }
             AfterHead::Pull(reason) => reason,
         };
+        if self.refused == Some(remote) {
+            tracing::debug!(image_ref = %self.name, digest = %remote, "still the digest refused for its signature");
+            return JobOutcome::Refused {
+                digest: remote,
+                error: None,
+            };
+        }
         // Outside the windows or over the quota: the HEAD above is all this check does.
         if let Err(p) = self.puller.link().check() {
             tracing::info!(image_ref = %self.name, digest = %remote, %p, "update waits for the link");
@@ -234,6 +255,13 @@ impl Job {
             Ok(p) => Arc::new(p),
             Err(e) if e.is_cancelled() => return JobOutcome::Cancelled,
             Err(e) if let Some(p) = e.paused() => return JobOutcome::Paused(p),
+            Err(e) if e.signature_refusal().is_some() => {
+                tracing::warn!(image_ref = %self.name, digest = %remote, error = %crate::error_chain(&e), "update refused: the current version stays; not retried until the tag moves");
+                return JobOutcome::Refused {
+                    digest: remote,
+                    error: Some(e.into()),
+                };
+            }
             Err(e) => return self.failed(e),
         };
         let missing = match self.puller.missing(&plan).await {

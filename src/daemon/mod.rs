@@ -316,6 +316,7 @@ impl Daemon {
             hooks: self.cfg.hooks.clone(),
             cancel: self.cancel.child_token(),
             events: self.events_tx.clone(),
+            refused: slot.refused.map(|(d, _)| d),
         };
         self.running = Some(Running {
             name: slot.name.clone(),
@@ -419,6 +420,7 @@ impl Daemon {
         }
         match outcome {
             JobOutcome::Unchanged => {
+                slot.refused = None;
                 slot.state = State::Idle;
                 slot.note = None;
                 slot.last_success = Some(now);
@@ -427,6 +429,7 @@ impl Daemon {
                 m.last_success = Some(Stamp::of(now).unix);
             }
             JobOutcome::Updated(u) => {
+                slot.refused = None;
                 slot.state = State::Idle;
                 slot.note = None;
                 slot.current = Some(u.manifest);
@@ -471,6 +474,19 @@ impl Daemon {
                 slot.note = None;
                 slot.next_due = next_poll.min(Instant::now() + self.link.until(&p));
                 self.link.flush();
+            }
+            JobOutcome::Refused { digest, error } => {
+                // The current version stays; the tag is polled as usual (no backoff).
+                slot.state = State::Error;
+                slot.note = None;
+                slot.backoff.reset();
+                slot.next_due = next_poll;
+                if let Some(error) = error {
+                    let refusal = error.signature().map(|e| e.refusal());
+                    slot.refused = refusal.map(|r| (digest, r));
+                    slot.last_error = Some((now, error));
+                    m.pulls_failed += 1;
+                }
             }
             JobOutcome::Cancelled => {
                 slot.state = State::Idle;

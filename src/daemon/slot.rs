@@ -16,6 +16,7 @@ use super::status::{self, HookStatus, ImageStatus, LastError, Stamp, State};
 use crate::config::ImageConfig;
 use edgepull_core::oci::Digest;
 use edgepull_core::schedule::Backoff;
+use edgepull_core::signature::Refusal;
 
 /// Why an image is deferred or in error, shown as its `message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub(super) struct Slot {
     pub(super) note: Option<Note>,
     pub(super) last_success: Option<SystemTime>,
     pub(super) last_error: Option<(SystemTime, JobError)>,
+    /// The digest refused for its signature, and why; not fetched again until the tag moves.
+    pub(super) refused: Option<(Digest, Refusal)>,
     pub(super) last_hook: Option<HookStatus>,
     pub(super) checks: u64,
     pub(super) backoff: Backoff,
@@ -66,6 +69,7 @@ impl Slot {
             note: None,
             last_success: None,
             last_error: None,
+            refused: None,
             last_hook: None,
             checks: 0,
             backoff: Backoff::default(),
@@ -88,6 +92,7 @@ impl Slot {
                 when: Stamp::of(*t),
                 message: crate::error_chain(e),
             }),
+            signature: self.refused.map(|(_, r)| r.as_str().to_string()),
             last_hook: self.last_hook.clone(),
             checks: self.checks,
             consecutive_failures: self.backoff.failures(),

@@ -120,6 +120,10 @@ pub struct ImageStatus {
     pub last_success: Option<Stamp>,
     /// The last failure.
     pub last_error: Option<LastError>,
+    /// Why the digest the tag points at was refused (`signatures`): `missing`, `invalid`
+    /// or `mismatch`; absent when nothing is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
     /// The last update hook run.
     pub last_hook: Option<HookStatus>,
     /// Checks made since the daemon started.
@@ -290,6 +294,12 @@ pub fn render(status: &Status, now: SystemTime) -> String {
         if let Some(e) = &i.last_error {
             let _ = writeln!(out, "  last error: {}: {}", ago(&e.when), e.message);
         }
+        if let Some(sig) = &i.signature {
+            let _ = writeln!(
+                out,
+                "  signature: {sig} (the update is refused until the tag moves)"
+            );
+        }
         if let Some(h) = &i.last_hook {
             let result = match (h.exit_code, h.signal, h.timed_out, &h.error) {
                 (_, _, true, _) => "timed out, killed".to_string(),
@@ -356,6 +366,7 @@ mod tests {
                     when: Stamp::of(UNIX_EPOCH + Duration::from_secs(950)),
                     message: "boom".into(),
                 }),
+                signature: None,
                 last_hook: Some(HookStatus {
                     when: Stamp::of(UNIX_EPOCH + Duration::from_secs(990)),
                     digest: "sha256:aa".into(),

@@ -471,6 +471,43 @@ impl RegistryClient {
         })
     }
 
+    /// GET a small blob whole (a signature payload): the same redirect rules as
+    /// [`RegistryClient::open_blob`], at most `desc.size` bytes kept (the caller caps
+    /// `desc.size`), and the bytes checked against `desc`'s digest and size.
+    pub(crate) async fn get_small_blob(
+        &self,
+        repository: &str,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let mut resp = self.open_blob(repository, desc, 0).await?;
+        if resp.status != 200 {
+            return Err(RegistryError::Status {
+                what: resp.what.clone(),
+                host: resp.from.clone(),
+                status: resp.status,
+                retry_after: None,
+                detail: String::new(),
+            });
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > desc.size {
+                break;
+            }
+        }
+        let actual = Digest::of(&bytes);
+        if bytes.len() as u64 != desc.size || actual != desc.digest {
+            return Err(RegistryError::DigestMismatch {
+                what: resp.what,
+                expected: desc.digest,
+                actual,
+                source_of_expectation: "the manifest that lists it",
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Open a blob at `offset`: always starts at the login server (so a fresh signed link is
     /// obtained on every (re)open), follows only redirects the policy allows, and sends the
     /// data endpoint no credentials. Returns the response to stream.

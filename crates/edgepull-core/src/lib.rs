@@ -7,8 +7,9 @@
 //! the retry/backoff policy ([`retry`]), registry text made safe to show ([`text`]),
 //! the daemon's schedule and watchdog decisions ([`schedule`]), who may write a directory
 //! the daemon publishes into ([`perms`]), the content store's garbage-collection decisions
-//! ([`gc`]) and start-up decisions ([`store`]: re-hash policy, directory safety), and the
-//! redacted [`secret::Secret`] credentials travel in.
+//! ([`gc`]) and start-up decisions ([`store`]: re-hash policy, directory safety), the
+//! redacted [`secret::Secret`] credentials travel in, and cosign signature verification
+//! ([`signature`]).
 //!
 //! Must never: do IO (files, sockets, clocks read behind the caller's back: time is always
 //! passed in), depend on an async runtime, an HTTP client or a TLS stack. Everything here is
@@ -29,6 +30,7 @@ pub mod resume;
 pub mod retry;
 pub mod schedule;
 pub mod secret;
+pub mod signature;
 pub mod store;
 pub mod text;
 pub mod token;

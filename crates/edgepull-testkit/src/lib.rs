@@ -242,6 +242,15 @@ impl FakeRegistry {
         lock(&self.shared.content).blobs.get(digest).cloned()
     }
 
+    /// The stored bytes of the manifest `digest` in `repo`.
+    pub fn manifest(&self, repo: &str, digest: &Digest) -> Option<Bytes> {
+        lock(&self.shared.content)
+            .manifests
+            .get(repo)
+            .and_then(|m| m.get(digest))
+            .map(|m| m.body.clone())
+    }
+
     /// Store manifest bytes in `repo` under `tag_or_digest`; returns the digest of the
     /// bytes. A tag is pointed at that digest. A digest reference stores the bytes under the
     /// given digest even when it does not match (to test digest verification).
