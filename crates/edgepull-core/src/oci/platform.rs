@@ -18,9 +18,10 @@ pub const OFFERED_SHOWN: usize = 16;
 
 /// Why a platform string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("platform {value:?} is not os/arch[/variant] (e.g. linux/arm64, linux/arm/v7)")]
+#[error("platform \"{value}\" is not os/arch[/variant] (e.g. linux/arm64, linux/arm/v7)")]
 pub struct PlatformError {
-    /// The refused value.
+    /// The refused value, escaped and capped ([`sanitize`]): it may come from a registry's
+    /// index (the fuzzer found a 4,272-character message from an unbounded echo).
     pub value: String,
 }
 
@@ -41,7 +42,7 @@ impl Platform {
     /// armhf → arm/v7, armel → arm/v6) and arm64's variant (`v8` is the default).
     pub fn parse(value: &str) -> Result<Self, PlatformError> {
         let err = || PlatformError {
-            value: value.to_string(),
+            value: sanitize(value, SHORT),
         };
         let parts: Vec<&str> = value.trim().split('/').collect();
         if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
