@@ -405,6 +405,12 @@ mod tests {
                 std::fs::read_to_string(&bg).expect("the hook wrote its child's pid"),
             );
             for (what, pid) in [("the hook", &leader), ("its background child", &bg)] {
+                // SIGKILL is delivered asynchronously: a killed process may still show as
+                // running for a moment (seen once under load). A survivor stays running.
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while running(pid) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 let alive = running(pid);
                 if alive {
                     let _ = std::process::Command::new("kill")

@@ -42,8 +42,11 @@ pub enum ReferenceError {
         #[source]
         source: DigestError,
     },
-    /// Longer than 255 characters.
-    #[error("reference {value:?} is longer than 255 characters")]
+    /// The name (`registry/repository`) is longer than 255 characters, or the whole
+    /// reference longer than any valid one can be.
+    #[error(
+        "reference {value:?} is too long: the name (registry/repository) may have at most 255 characters"
+    )]
     TooLong { value: String },
 }
 
@@ -59,10 +62,13 @@ pub struct Reference {
 impl Reference {
     /// Parse a full reference. Without tag or digest, the tag is `latest`.
     pub fn parse(value: &str) -> Result<Self, ReferenceError> {
-        if value.len() > 255 {
-            return Err(ReferenceError::TooLong {
-                value: value.chars().take(64).collect::<String>() + "…",
-            });
+        let too_long = || ReferenceError::TooLong {
+            value: value.chars().take(64).collect::<String>() + "…",
+        };
+        // A name of 255, a tag of 128 and a sha512 digest fit in this; anything longer is
+        // refused before it is looked at.
+        if value.len() > MAX_REFERENCE_LEN {
+            return Err(too_long());
         }
         let (rest, digest) = match value.split_once('@') {
             Some((r, d)) => (
@@ -93,6 +99,11 @@ impl Reference {
             Some((r, t)) if !t.contains('/') => (r, Some(t)),
             _ => (path, None),
         };
+        // The distribution reference grammar bounds the name, not the tag or digest after
+        // it (so a printed reference, which adds ":latest", still parses).
+        if registry_text_len(&registry) + 1 + repository.len() > MAX_NAME_LEN {
+            return Err(too_long());
+        }
         if !valid_repository(repository) {
             return Err(ReferenceError::Repository {
                 value: value.to_string(),
@@ -200,6 +211,21 @@ impl FromStr for Reference {
     }
 }
 
+/// The longest `registry/repository` (distribution's `NameTotalLengthMax`).
+const MAX_NAME_LEN: usize = 255;
+/// The longest reference text looked at: a name, a 128-character tag and a sha512 digest.
+const MAX_REFERENCE_LEN: usize = MAX_NAME_LEN + 1 + 128 + 1 + 7 + 128;
+
+/// Length of the registry as [`Reference`]'s `Display` writes it.
+fn registry_text_len(registry: &HostPort) -> usize {
+    let text = registry.to_string();
+    if looks_like_registry(&text) {
+        text.len()
+    } else {
+        format!("{}:{}", registry.host(), registry.port()).len()
+    }
+}
+
 /// Whether the first path component names a registry rather than a repository (the
 /// distribution reference grammar: it has a dot or a port, or is `localhost`).
 fn looks_like_registry(first: &str) -> bool {
@@ -302,6 +328,28 @@ mod tests {
             assert_eq!(r.to_string(), printed, "{input}");
             assert_eq!(Reference::parse(&r.to_string()).unwrap(), r, "{input}");
         }
+    }
+
+    /// The 255-character limit is on the name: a 251-character name without a tag prints
+    /// with ":latest" (258 characters) and parses again (found by fuzzing); a 256-character
+    /// name is refused.
+    #[test]
+    fn the_length_limit_is_on_the_name() {
+        let name = |n: usize| format!("c.io/{}", "a".repeat(n - 5));
+        let r = Reference::parse(&name(251)).unwrap();
+        assert_eq!(r.to_string().len(), 258);
+        assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
+        assert!(Reference::parse(&name(255)).is_ok());
+        assert!(matches!(
+            Reference::parse(&name(256)),
+            Err(ReferenceError::TooLong { .. })
+        ));
+        let tag = "t".repeat(128);
+        assert!(Reference::parse(&format!("{}:{tag}", name(255))).is_ok());
+        assert!(matches!(
+            Reference::parse(&"a".repeat(MAX_REFERENCE_LEN + 1)),
+            Err(ReferenceError::TooLong { .. })
+        ));
     }
 
     #[test]
