@@ -81,7 +81,10 @@ pub fn puller_blocking(
     progress: Arc<dyn Progress>,
 ) -> Result<Puller, SetupError> {
     let registry = registry_client(cfg)?;
-    Ok(assemble(cfg, registry, store, progress))
+    let link = crate::link::Link::open_blocking(&cfg.link, store.root());
+    let mut puller = assemble(cfg, registry, store, progress);
+    puller.set_link(link);
+    Ok(puller)
 }
 
 /// The registry client `cfg` describes. Blocking: reads the secret and CA files.

@@ -345,9 +345,9 @@ async fn pull(cli: &Cli, refs: &[String], no_progress: bool, max_rate: Option<u6
     }
     let store = open_store(&cfg).await?;
     let progress: Arc<dyn Progress> = if !no_progress && std::io::stderr().is_terminal() {
-        Arc::new(Bars::new())
+        Arc::new(Bars::capped(cfg.max_rate()))
     } else {
-        Arc::new(LogLines::new(Duration::from_secs(10)))
+        Arc::new(LogLines::new(Duration::from_secs(10)).capped(cfg.max_rate()))
     };
     let puller = edgepull::app::puller(&cfg, store, progress)
         .await

@@ -10,12 +10,17 @@
 //! [`edgepull_core::link`]'s. Must never hold its lock across an await, and never count a
 //! byte that was not received.
 //!
+//! Without any limit configured a chunk costs one atomic add: no lock, no clock, no
+//! await. The bytes are folded into the day's count and the rate samples when something
+//! looks (status, the once-a-second [`Link::closed`] tick of a running transfer, a flush).
+//!
 //! Test builds only (debug assertions): `EDGEPULL_TEST_CLOCK_FILE` names a file holding a
 //! number of seconds added to the wall clock (re-read at most once a second), so the
 //! end-to-end tests can move a running daemon into and out of windows and across UTC days.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -84,6 +89,10 @@ pub struct LinkStatus {
     pub paused: Option<String>,
     /// When the next window opens (RFC 3339 UTC), while outside every window or over quota.
     pub next_window_start: Option<String>,
+    /// Seconds the running downloads still need at `min(cap, rate)` (filled in by the
+    /// daemon, which knows their remaining bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_secs: Option<u64>,
 }
 
 impl LinkStatus {
@@ -100,6 +109,12 @@ impl LinkStatus {
 /// The shared limiter. Cheap to call per chunk: one short lock.
 #[derive(Debug)]
 pub(crate) struct Link {
+    /// Whether any limit (cap, windows, quota) is configured: without one, [`Link::admit`]
+    /// only adds to `received`.
+    limited: AtomicBool,
+    /// Bytes received since start; the part beyond `Inner::folded` is not yet in the
+    /// day's count or the rate samples.
+    received: AtomicU64,
     inner: Mutex<Inner>,
     /// `<store>/link-quota.json`; `None`: the quota is counted in memory only.
     quota_file: Option<PathBuf>,
@@ -117,6 +132,8 @@ struct Inner {
     saved_at: Instant,
     dirty: bool,
     samples: VecDeque<(Instant, u64)>,
+    /// How much of [`Link::received`] is counted in `quota` and `samples`.
+    folded: u64,
     clock: TestClock,
 }
 
@@ -143,9 +160,18 @@ impl Link {
         Arc::new(Self::build(cfg.clone(), tz, quota, Some(file)))
     }
 
+    /// [`Link::open`] for callers outside async code: reads the files on this thread.
+    pub(crate) fn open_blocking(cfg: &LinkConfig, store_root: &Path) -> Arc<Self> {
+        let file = store_root.join(QUOTA_FILE);
+        let (quota, tz) = (read_quota(&file), local_zone(cfg.schedule.zone));
+        Arc::new(Self::build(cfg.clone(), tz, quota, Some(file)))
+    }
+
     fn build(cfg: LinkConfig, tz: Option<tz::TimeZone>, quota: QuotaDay, file: Option<PathBuf>) -> Self {
         let now = Instant::now();
         Self {
+            limited: AtomicBool::new(limited(&cfg)),
+            received: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 bucket: cfg.max_bytes_per_sec.map(|r| TokenBucket::new(r, Duration::ZERO)),
                 cfg,
@@ -155,6 +181,7 @@ impl Link {
                 saved_at: now,
                 dirty: false,
                 samples: VecDeque::new(),
+                folded: 0,
                 clock: TestClock::default(),
             }),
             quota_file: file,
@@ -184,39 +211,87 @@ impl Link {
         };
         i.cfg = cfg.clone();
         i.tz = tz;
+        self.limited.store(limited(cfg), Ordering::Relaxed);
+    }
+
+    /// Count the bytes received since the last fold into the day and the rate samples.
+    fn fold(&self, i: &mut Inner) {
+        let total = self.received.load(Ordering::Relaxed);
+        let new = total.saturating_sub(i.folded);
+        if new == 0 {
+            return;
+        }
+        i.folded = total;
+        let unix = i.unix();
+        i.quota.add(new, unix);
+        i.dirty = true;
+        let now = Instant::now();
+        i.samples.push_back((now, new));
+        while i
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_SPAN)
+        {
+            i.samples.pop_front();
+        }
+    }
+
+    /// The quota counter to write now, if it is due (every [`SAVE_EVERY`], or `now` when
+    /// `force` and it changed).
+    fn due(i: &mut Inner, force: bool) -> Option<QuotaDay> {
+        let now = Instant::now();
+        (i.dirty && (force || now.duration_since(i.saved_at) >= SAVE_EVERY)).then(|| {
+            i.saved_at = now;
+            i.dirty = false;
+            i.quota
+        })
     }
 
     /// Whether downloads may run now.
     pub(crate) fn check(&self) -> Result<(), Paused> {
-        self.lock().gate()
+        if !self.limited.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut i = self.lock();
+        self.fold(&mut i);
+        i.gate()
+    }
+
+    /// A running transfer's once-a-second look: fold and save the count, and whether the
+    /// link is still open.
+    fn tick(&self) -> Result<(), Paused> {
+        let (gate, save) = {
+            let mut i = self.lock();
+            self.fold(&mut i);
+            let gate = if self.limited.load(Ordering::Relaxed) {
+                i.gate()
+            } else {
+                Ok(())
+            };
+            let save = Self::due(&mut i, gate.is_err());
+            (gate, save)
+        };
+        if let Some(q) = save {
+            self.save(q);
+        }
+        gate
     }
 
     /// Count `bytes` just received, then wait until the cap allows them (before the
     /// caller reads more). Errors when the link is closed now (window over, quota used
     /// up: the bytes are still counted) or `cancel` fires.
     pub(crate) async fn admit(&self, bytes: u64, cancel: &CancellationToken) -> Result<(), Stop> {
+        self.received.fetch_add(bytes, Ordering::Relaxed);
+        if !self.limited.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let (wait, gate, save) = {
             let mut i = self.lock();
-            let unix = i.unix();
-            i.quota.add(bytes, unix);
-            i.dirty = true;
-            let now = Instant::now();
-            i.samples.push_back((now, bytes));
-            while i
-                .samples
-                .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) > RATE_SPAN)
-            {
-                i.samples.pop_front();
-            }
+            self.fold(&mut i);
             let at = i.origin.elapsed();
             let wait = i.bucket.as_mut().map_or(Duration::ZERO, |b| b.reserve(bytes, at));
             let gate = i.gate();
-            let save = (gate.is_err() || now.duration_since(i.saved_at) >= SAVE_EVERY).then(|| {
-                i.saved_at = now;
-                i.dirty = false;
-                i.quota
-            });
+            let save = Self::due(&mut i, gate.is_err());
             (wait, gate, save)
         };
         if let Some(q) = save {
@@ -239,11 +314,12 @@ impl Link {
         Duration::from_secs(u64::try_from(paused.opens_at.saturating_sub(now)).unwrap_or(0))
     }
 
-    /// Completes when the link closes (checked every [`RECHECK`]): race it against a read
-    /// so a stalled transfer also stops when its window ends.
+    /// Completes when the link closes (checked every [`RECHECK`]): race it against a
+    /// transfer's reads for its whole length (one future, not one per chunk) so a stalled
+    /// transfer also stops when its window ends. Each check also folds and saves the count.
     pub(crate) async fn closed(&self) -> Paused {
         loop {
-            if let Err(p) = self.check() {
+            if let Err(p) = self.tick() {
                 return p;
             }
             tokio::time::sleep(RECHECK).await;
@@ -254,14 +330,34 @@ impl Link {
     pub(crate) fn flush(&self) {
         let q = {
             let mut i = self.lock();
-            if !i.dirty {
-                return;
-            }
-            i.dirty = false;
-            i.saved_at = Instant::now();
-            i.quota
+            self.fold(&mut i);
+            Self::due(&mut i, true)
         };
-        self.save(q);
+        if let Some(q) = q {
+            self.save(q);
+        }
+    }
+
+    /// Write the quota counter now if it changed, and wait for the write (the end of a
+    /// pull: a short `edgepull pull` would otherwise never save its count).
+    pub(crate) async fn persist(&self) {
+        let q = {
+            let mut i = self.lock();
+            self.fold(&mut i);
+            Self::due(&mut i, true)
+        };
+        let (Some(q), Some(file)) = (q, self.quota_file.clone()) else {
+            return;
+        };
+        let lock = self.save.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let _g = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            write_quota(&file, &q).map_err(|e| (file, e))
+        })
+        .await;
+        if let Ok(Err((file, e))) = written {
+            tracing::warn!(file = %file.display(), error = %e, "could not save the daily quota counter");
+        }
     }
 
     fn save(&self, quota: QuotaDay) {
@@ -281,6 +377,7 @@ impl Link {
     /// The link's state now.
     pub(crate) fn status(&self) -> LinkStatus {
         let mut i = self.lock();
+        self.fold(&mut i);
         let unix = i.unix();
         let now = Instant::now();
         let received: u64 = i
@@ -299,6 +396,7 @@ impl Link {
             rate_bytes_per_sec: received / RATE_SPAN.as_secs(),
             paused: paused.map(|p| p.to_string()),
             next_window_start: paused.map(|p| stamp(p.opens_at)),
+            eta_secs: None,
         }
     }
 }
@@ -325,6 +423,11 @@ impl Inner {
             Gate::Closed { by, opens_at } => Err(Paused { by, opens_at }),
         }
     }
+}
+
+/// Whether `cfg` limits anything (else [`Link::admit`] only counts).
+fn limited(cfg: &LinkConfig) -> bool {
+    cfg.max_bytes_per_sec.is_some() || cfg.max_bytes_per_day.is_some() || !cfg.schedule.windows.is_empty()
 }
 
 /// The device's time zone for `"local"` windows. Blocking: reads `/etc/localtime` (or
@@ -395,5 +498,93 @@ impl TestClock {
     #[cfg(not(debug_assertions))]
     fn offset(&mut self) -> i64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    /// Without limits a chunk costs an atomic add: `admit` is ready at once and does not
+    /// take the lock (it completes while another thread holds it), yet the bytes are
+    /// counted for `bytes_today` and the rate.
+    #[test]
+    fn unlimited_admit_takes_no_lock_and_never_waits() {
+        let link = Link::unlimited();
+        let held = link.lock();
+        let (tx, rx) = mpsc::channel();
+        let l = link.clone();
+        std::thread::spawn(move || {
+            let cancel = CancellationToken::new();
+            let mut fut = std::pin::pin!(l.admit(1000, &cancel));
+            let ready = matches!(
+                fut.as_mut().poll(&mut Context::from_waker(Waker::noop())),
+                Poll::Ready(Ok(()))
+            );
+            let _ = tx.send(ready);
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(5));
+        drop(held);
+        assert_eq!(ready, Ok(true), "admit waited for the lock or yielded");
+        assert_eq!(link.check(), Ok(()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let st = rt.block_on(async { link.status() });
+        assert_eq!(st.bytes_today, 1000);
+        assert_eq!(st.rate_bytes_per_sec, 1000 / RATE_SPAN.as_secs());
+    }
+
+    /// With a cap the same call waits for the bucket (which starts empty).
+    #[tokio::test(start_paused = true)]
+    async fn a_capped_admit_waits_for_the_bucket() {
+        let cfg = LinkConfig {
+            max_bytes_per_sec: Some(1000),
+            ..LinkConfig::default()
+        };
+        let link = Arc::new(Link::build(cfg, None, QuotaDay::default(), None));
+        let cancel = CancellationToken::new();
+        let start = Instant::now();
+        link.admit(3000, &cancel).await.unwrap();
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(3) && took < Duration::from_millis(3100),
+            "{took:?}"
+        );
+        let st = link.status();
+        assert_eq!(st.bytes_today, 3000);
+        assert_eq!(st.cap_bytes_per_sec, Some(1000));
+    }
+
+    /// A quota running out is seen by the admit that crosses it, and the count is the
+    /// bytes received (not the quota).
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_stops_the_admit_that_uses_it_up() {
+        let cfg = LinkConfig {
+            max_bytes_per_day: Some(5000),
+            ..LinkConfig::default()
+        };
+        let link = Arc::new(Link::build(cfg, None, QuotaDay::default(), None));
+        let cancel = CancellationToken::new();
+        link.admit(4000, &cancel).await.unwrap();
+        let err = link.admit(1500, &cancel).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Stop::Paused(Paused {
+                    by: ClosedBy::Quota,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let st = link.status();
+        assert_eq!(st.bytes_today, 5500);
+        assert!(st.paused.is_some() && st.next_window_start.is_some(), "{st:?}");
+        assert!(link.check().is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{HumanDuration, MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 
 use edgepull_core::oci::{Descriptor, Digest};
 
@@ -86,10 +86,31 @@ impl std::io::Write for LogWriter {
     }
 }
 
-/// Per-blob bars with bytes, rate and ETA.
+/// Per-blob bars with bytes, rate and ETA (under the link's cap, when one is set).
 pub struct Bars {
     multi: Mutex<MultiProgress>,
     bars: Mutex<HashMap<Digest, ProgressBar>>,
+    cap: Option<u64>,
+}
+
+/// A realistic time for `remaining` bytes: at the slower of the cap and the measured rate
+/// ([`edgepull_core::link::eta`]).
+fn capped_eta(remaining: u64, cap: Option<u64>, measured: f64) -> Option<Duration> {
+    // `as` saturates: NaN and negatives give 0 (unknown).
+    edgepull_core::link::eta(remaining, cap, Some(measured as u64))
+}
+
+/// The bar template: with a cap, the cap next to the measured rate and the ETA under it.
+fn template(cap: Option<u64>) -> String {
+    match cap {
+        Some(c) => format!(
+            "{{prefix}} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} (cap {}/s) ETA {{capped_eta}} {{msg}}",
+            indicatif::BinaryBytes(c)
+        ),
+        None => {
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}".to_string()
+        }
+    }
 }
 
 impl Default for Bars {
@@ -101,9 +122,15 @@ impl Default for Bars {
 impl Bars {
     /// Bars drawn on stderr.
     pub fn new() -> Self {
+        Self::capped(None)
+    }
+
+    /// Bars for downloads that share a cap of `cap` bytes per second (`None`: no cap).
+    pub fn capped(cap: Option<u64>) -> Self {
         Self {
             multi: Mutex::new(MultiProgress::new()),
             bars: Mutex::new(HashMap::new()),
+            cap,
         }
     }
 
@@ -123,11 +150,19 @@ impl Progress for Bars {
             set_drawing(&multi);
             multi.add(ProgressBar::new(desc.size))
         };
-        let style = ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        let cap = self.cap;
+        let style = ProgressStyle::with_template(&template(cap))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "capped_eta",
+                move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let left = s.len().unwrap_or(0).saturating_sub(s.pos());
+                    if let Some(eta) = capped_eta(left, cap, s.per_sec()) {
+                        let _ = write!(w, "{:#}", HumanDuration(eta));
+                    }
+                },
+            )
+            .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(desc.digest.short());
         bar.set_position(offset);
@@ -177,6 +212,7 @@ impl Progress for Bars {
 /// Plain log lines: start, every `every` (or each quarter), and the end.
 pub struct LogLines {
     every: Duration,
+    cap: Option<u64>,
     state: Mutex<HashMap<Digest, (Instant, Instant, u64, u8)>>,
 }
 
@@ -185,8 +221,15 @@ impl LogLines {
     pub fn new(every: Duration) -> Self {
         Self {
             every,
+            cap: None,
             state: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Log the cap and an ETA under it (`None`: no cap).
+    pub fn capped(mut self, cap: Option<u64>) -> Self {
+        self.cap = cap;
+        self
     }
 }
 
@@ -208,7 +251,8 @@ impl Progress for LogLines {
         if last.elapsed() >= self.every || q > *quarter {
             let secs = started.elapsed().as_secs_f64().max(0.001);
             let rate = (offset.saturating_sub(*start_off)) as f64 / secs;
-            tracing::info!(digest = %desc.digest, offset, size = desc.size, rate_bytes_per_sec = rate as u64, "blob progress");
+            let eta_secs = capped_eta(desc.size.saturating_sub(offset), self.cap, rate).map(|d| d.as_secs());
+            tracing::info!(digest = %desc.digest, offset, size = desc.size, rate_bytes_per_sec = rate as u64, cap_bytes_per_sec = self.cap, eta_secs, "blob progress");
             *last = Instant::now();
             *quarter = q;
         }
@@ -234,6 +278,42 @@ impl Progress for LogLines {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::Duration;
+
+    use super::{capped_eta, template};
+
+    /// With a cap the bars show it and an ETA at the slower of the cap and the measured
+    /// rate; without one, indicatif's own ETA.
+    #[test]
+    fn bars_show_the_cap_and_an_eta_under_it() {
+        let t = template(Some(2 << 20));
+        assert!(t.contains("(cap 2.00 MiB/s)"), "{t}");
+        assert!(t.contains("ETA {capped_eta}"), "{t}");
+        indicatif::ProgressStyle::with_template(&t).expect("a valid template");
+        let t = template(None);
+        assert!(!t.contains("cap") && t.contains("ETA {eta}"), "{t}");
+        // 64 MiB left under a 4 MiB/s cap: 16 s even when the measured rate bursts above.
+        let left = 64 << 20;
+        assert_eq!(
+            capped_eta(left, Some(4 << 20), 9e6),
+            Some(Duration::from_secs(16))
+        );
+        // Measured slower than the cap: 32 s at 2 MiB/s.
+        assert_eq!(
+            capped_eta(left, Some(4 << 20), 2_097_152.0),
+            Some(Duration::from_secs(32))
+        );
+        // Nothing measured yet: the cap alone.
+        assert_eq!(
+            capped_eta(left, Some(4 << 20), 0.0),
+            Some(Duration::from_secs(16))
+        );
+        assert_eq!(
+            capped_eta(left, Some(4 << 20), f64::NAN),
+            Some(Duration::from_secs(16))
+        );
+        assert_eq!(capped_eta(left, None, 0.0), None);
+    }
 
     /// Every `.rs` file under `dir`, recursively.
     fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -310,6 +310,13 @@ impl Puller {
     /// Pull `reference` into the store and record it under its name as given:
     /// `Puller::plan`, `Puller::download`, then [`Store::set_image`].
     pub async fn pull(&self, reference: &Reference) -> Result<PullReport, PullError> {
+        let pulled = self.pull_once(reference).await;
+        // The day's count is durable when the pull ends, however it ends.
+        self.fetcher.link.persist().await;
+        pulled
+    }
+
+    async fn pull_once(&self, reference: &Reference) -> Result<PullReport, PullError> {
         let plan = self.plan(reference, None).await?;
         let stats = self.download(&plan).await?;
         self.store()
@@ -441,6 +448,7 @@ impl Puller {
                 registry: self.registry(),
                 retry: &self.fetcher.retry,
                 cancel: &self.fetcher.cancel,
+                link: &self.fetcher.link,
             };
             verify::verify(&fetch, sigs, reference, &candidates)
                 .await
@@ -455,6 +463,10 @@ impl Puller {
                     },
                     VerifyError::Cancelled => PullError::Cancelled {
                         reference: name.clone(),
+                    },
+                    VerifyError::Paused(paused) => PullError::Paused {
+                        reference: name.clone(),
+                        paused,
                     },
                 })?;
         }

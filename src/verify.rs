@@ -5,7 +5,8 @@
 //! Owns: the IO of verification — the `sha256-<hex>.sig` manifest from the login server,
 //! each payload blob through the usual blob path (login server, then the data endpoint),
 //! both through the same [`RegistryClient`] (allowlist, size caps, digest checks) and
-//! retried like manifests — and which identity each image is checked against. Every
+//! retried like manifests, and charged to the link (cap, quota, windows) like every
+//! download — and which identity each image is checked against. Every
 //! decision is the core's ([`edgepull_core::signature`]). Must never accept a plan when a
 //! fetch failed, never read a key file (the config did), never log a payload it has not
 //! verified.
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ImageConfig, SignaturesConfig};
 use crate::fetch::retry::Retrier;
+use crate::link::{Link, Paused, Stop};
 use crate::registry::client::{RegistryClient, RegistryError};
 use edgepull_core::oci::{Digest, Reference};
 use edgepull_core::retry::RetryPolicy;
@@ -75,6 +77,9 @@ pub(crate) enum VerifyError {
     /// Shutdown.
     #[error("stopped for shutdown")]
     Cancelled,
+    /// The link closed (a window ended, the daily quota ran out).
+    #[error("{0}")]
+    Paused(Paused),
 }
 
 /// What verification fetches with.
@@ -82,15 +87,37 @@ pub(crate) struct Fetch<'a> {
     pub(crate) registry: &'a RegistryClient,
     pub(crate) retry: &'a RetryPolicy,
     pub(crate) cancel: &'a CancellationToken,
+    /// Every byte fetched here is charged to it.
+    pub(crate) link: &'a Link,
 }
 
 impl Fetch<'_> {
-    /// `op` until it succeeds, fails for good, or shutdown.
-    async fn retried<T, F, Fut>(&self, what: &str, op: F) -> Result<T, VerifyError>
+    /// `op` until it succeeds, fails for good, or shutdown; `size` of its result is
+    /// charged to the link (waiting for the cap; a closed link stops verification).
+    async fn retried<T, F, Fut>(
+        &self,
+        what: &str,
+        op: F,
+        size: impl Fn(&T) -> usize,
+    ) -> Result<T, VerifyError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, RegistryError>>,
     {
+        let got = self.retried_inner(what, op).await?;
+        match self.link.admit(size(&got) as u64, self.cancel).await {
+            Ok(()) => Ok(got),
+            Err(Stop::Paused(p)) => Err(VerifyError::Paused(p)),
+            Err(Stop::Cancelled) => Err(VerifyError::Cancelled),
+        }
+    }
+
+    async fn retried_inner<T, F, Fut>(&self, what: &str, op: F) -> Result<T, VerifyError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        self.link.check().map_err(VerifyError::Paused)?;
         let mut retry = Retrier::new(self.retry, self.cancel);
         loop {
             let got = tokio::select! {
@@ -154,7 +181,11 @@ async fn check(
     let tag = signature_tag(signed);
     let what = format!("{repo}:{tag}");
     let manifest = match fetch
-        .retried(&what, || fetch.registry.get_manifest(repo, &tag, None))
+        .retried(
+            &what,
+            || fetch.registry.get_manifest(repo, &tag, None),
+            |m| m.bytes.len(),
+        )
         .await
     {
         Ok(m) => m,
@@ -178,7 +209,11 @@ async fn check(
         };
         let what = format!("signature payload {}", layer.payload.digest);
         let payload = fetch
-            .retried(&what, || fetch.registry.get_small_blob(repo, &layer.payload))
+            .retried(
+                &what,
+                || fetch.registry.get_small_blob(repo, &layer.payload),
+                |p| p.len(),
+            )
             .await?;
         match verify_payload(&sigs.keys, identity, signed, &layer, &payload) {
             Ok(i) => {

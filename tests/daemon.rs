@@ -1075,3 +1075,245 @@ fn an_unsigned_update_is_refused_the_current_version_stays_and_the_digest_is_not
     );
     assert!(d.terminate().success());
 }
+
+/// 2030-01-01T00:00:00Z: the simulated day of the link tests.
+const DAY0: i64 = 1_893_456_000;
+
+/// Move the daemon's wall clock (`EDGEPULL_TEST_CLOCK_FILE`, whole seconds) so that it
+/// reads `target` now; the instant at which it reads `target + ahead` seconds.
+fn set_clock(file: &Path, target: i64, ahead: u64) -> Instant {
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let offset = target - real.as_secs() as i64;
+    std::fs::write(file, offset.to_string()).unwrap();
+    // The daemon counts whole seconds: `target + ahead` begins when the real clock next
+    // turns over `ahead` times.
+    Instant::now() + Duration::from_secs(ahead) - Duration::from_nanos(u64::from(real.subsec_nanos()))
+}
+
+fn link_status(h: &Harness) -> Value {
+    h.status().map(|s| s["link"].clone()).unwrap_or(Value::Null)
+}
+
+fn checkpoint_of(h: &Harness, blob: &Digest) -> Option<u64> {
+    let file = h
+        .store()
+        .join("ingest")
+        .join(format!("sha256-{}", blob.hex()))
+        .join("checkpoint");
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Body bytes the data endpoint has sent so far.
+fn data_bytes_sent(h: &Harness) -> u64 {
+    h.fake
+        .requests_to(ServerName::EastUs)
+        .iter()
+        .map(|r| r.body_bytes_sent)
+        .sum()
+}
+
+/// `gets` (the data endpoint's GETs after the link opened) resume the partial layer with
+/// exactly one `Range: bytes=<checkpoint>-` request, and fetch nothing else of size (the
+/// small config blob may still be missing: it was fetched alongside the layer).
+#[track_caller]
+fn assert_one_resume(gets: &[edgepull_testkit::RequestRecord], checkpoint: u64) {
+    let ranged: Vec<_> = gets.iter().filter(|r| r.range.is_some()).collect();
+    assert_eq!(ranged.len(), 1, "{gets:?}");
+    assert_eq!(ranged[0].range, Some(format!("bytes={checkpoint}-")));
+    assert!(
+        gets.iter().all(|r| r.range.is_some() || r.body_bytes_sent < 1000),
+        "only the config blob besides the resumed layer: {gets:?}"
+    );
+}
+
+#[test]
+fn a_window_closing_mid_download_checkpoints_and_the_next_window_resumes_with_one_range() {
+    let clock = Arc::new(Mutex::new(PathBuf::new()));
+    let c = clock.clone();
+    let h = Harness::new(move |v, dir| {
+        v["link"] = json!({ "windows": ["00:00-12:00"] });
+        *c.lock().unwrap() = dir.join("clock");
+    });
+    let clock = clock.lock().unwrap().clone();
+    let size = 4 << 20;
+    let (v1, blobs) = h.push("stable", vec![random_bytes(size)]);
+    h.fake.set_rate_limit(Some(256 * 1024));
+    set_clock(&clock, DAY0 + 6 * 3600, 0);
+    let d = h.start_with(Start {
+        env: vec![("EDGEPULL_TEST_CLOCK_FILE".into(), clock.display().to_string())],
+        ..Default::default()
+    });
+    d.wait("downloading", Duration::from_secs(10), || {
+        let st = h.image_status();
+        st["state"] == "downloading" && st["bytes_done"].as_u64() > Some(100_000)
+    });
+    // The window ends 3 s from now (12:00:00 on the daemon's clock).
+    let window_end = set_clock(&clock, DAY0 + 12 * 3600 - 3, 3);
+    let mut stopped = None;
+    d.wait("the download to pause", Duration::from_secs(12), || {
+        let paused = link_status(&h)["paused"].is_string() && h.image_status()["state"] != "downloading";
+        if paused {
+            stopped = Some(Instant::now());
+        }
+        paused
+    });
+    let stopped = stopped.unwrap();
+    assert!(
+        stopped + Duration::from_millis(50) >= window_end,
+        "paused {:?} before the window ended\n{}",
+        window_end - stopped,
+        d.logs()
+    );
+    let late = stopped.saturating_duration_since(window_end);
+    eprintln!("window close: download stopped {late:?} after the window ended");
+    assert!(
+        late < Duration::from_secs(5),
+        "stopped {late:?} after the window end"
+    );
+    let link = link_status(&h);
+    assert_eq!(link["next_window_start"], "2030-01-02T00:00:00Z", "{link}");
+    assert!(link["paused"].as_str().unwrap().contains("window"), "{link}");
+    let checkpoint = checkpoint_of(&h, &blobs[1]).expect("the partial blob is checkpointed");
+    assert!(
+        checkpoint > 100_000 && checkpoint < size as u64,
+        "checkpoint {checkpoint}"
+    );
+    assert!(!h.blob_exists(&blobs[1]));
+
+    // Outside the window: polls go on (HEAD), nothing is downloaded.
+    let sent = data_bytes_sent(&h);
+    let quiet_from = Instant::now();
+    std::thread::sleep(Duration::from_millis(2500));
+    let requests: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.at >= quiet_from)
+        .collect();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.server == ServerName::Login && r.method == "HEAD"),
+        "only HEADs while the window is closed: {requests:?}"
+    );
+    assert!(!requests.is_empty(), "the daemon still polls");
+    assert_eq!(
+        data_bytes_sent(&h),
+        sent,
+        "the data endpoint sent more after the pause"
+    );
+    assert_eq!(checkpoint_of(&h, &blobs[1]), Some(checkpoint));
+
+    // The next window: one Range request from the checkpoint, then the verified image.
+    h.fake.set_rate_limit(None);
+    h.fake.clear_log();
+    set_clock(&clock, DAY0 + 86_400 + 5, 0);
+    let resumed = Instant::now();
+    d.signal(rustix::process::Signal::USR1);
+    d.wait("v1 current", Duration::from_secs(10), || {
+        h.current() == Some(v1.to_string())
+    });
+    eprintln!(
+        "window open: image current {:?} after the clock moved",
+        resumed.elapsed()
+    );
+    let gets: Vec<_> = h
+        .fake
+        .requests_to(ServerName::EastUs)
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    assert_one_resume(&gets, checkpoint);
+    assert!(h.blob_exists(&blobs[1]));
+    assert!(link_status(&h)["paused"].is_null(), "{}", link_status(&h));
+}
+
+#[test]
+fn a_quota_used_up_mid_blob_pauses_at_the_quota_survives_a_restart_and_resumes_the_next_day() {
+    const QUOTA: u64 = 600_000;
+    // The fake registry sends paced bodies in chunks of at most 64 KiB: no read is larger.
+    const READ_CHUNK: u64 = 64 * 1024;
+    let clock = Arc::new(Mutex::new(PathBuf::new()));
+    let c = clock.clone();
+    let h = Harness::new(move |v, dir| {
+        v["link"] = json!({ "max_bytes_per_day": QUOTA });
+        *c.lock().unwrap() = dir.join("clock");
+    });
+    let clock = clock.lock().unwrap().clone();
+    let env = || Start {
+        env: vec![("EDGEPULL_TEST_CLOCK_FILE".into(), clock.display().to_string())],
+        ..Default::default()
+    };
+    let size = 1 << 20;
+    let (v1, blobs) = h.push("stable", vec![random_bytes(size)]);
+    h.fake.set_rate_limit(Some(256 * 1024));
+    set_clock(&clock, DAY0 + 6 * 3600, 0);
+    let mut d = h.start_with(env());
+    d.wait("the quota to pause the download", Duration::from_secs(15), || {
+        link_status(&h)["paused"].is_string()
+    });
+    d.wait("the job to end", Duration::from_secs(5), || {
+        h.image_status()["state"] != "downloading"
+    });
+    let link = link_status(&h);
+    assert!(link["paused"].as_str().unwrap().contains("quota"), "{link}");
+    assert_eq!(link["next_window_start"], "2030-01-02T00:00:00Z", "{link}");
+    assert_eq!(link["quota_bytes_per_day"], QUOTA, "{link}");
+    let today = link["bytes_today"].as_u64().unwrap();
+    eprintln!("quota: {QUOTA} bytes a day, paused after {today} bytes received");
+    assert!(
+        (QUOTA..=QUOTA + READ_CHUNK).contains(&today),
+        "paused after {today} bytes, quota {QUOTA}"
+    );
+    let checkpoint = checkpoint_of(&h, &blobs[1]).expect("the partial blob is checkpointed");
+    assert!(
+        checkpoint > 0 && checkpoint <= today,
+        "checkpoint {checkpoint}, today {today}"
+    );
+    assert!(!h.blob_exists(&blobs[1]));
+    assert!(d.terminate().success());
+    drop(d);
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(h.store().join("link-quota.json")).unwrap()).unwrap();
+    assert_eq!(saved["bytes"], today, "{saved}");
+
+    // Same day after a restart: the saved count still holds the downloads back.
+    h.fake.set_rate_limit(None);
+    h.fake.clear_log();
+    let d = h.start_with(env());
+    let pid = d.child.id();
+    d.wait("a check after the restart", Duration::from_secs(10), || {
+        h.status().is_some_and(|s| {
+            s["pid"] == pid && s["images"][0]["checks"].as_u64() >= Some(2) && s["link"]["paused"].is_string()
+        })
+    });
+    assert_eq!(link_status(&h)["bytes_today"], today);
+    let requests = h.fake.requests_to(ServerName::EastUs);
+    assert!(requests.is_empty(), "nothing downloaded over quota: {requests:?}");
+    assert_eq!(checkpoint_of(&h, &blobs[1]), Some(checkpoint));
+
+    // The next UTC day: one Range request from the checkpoint, then the verified image.
+    set_clock(&clock, DAY0 + 86_400 + 6 * 3600, 0);
+    d.signal(rustix::process::Signal::USR1);
+    d.wait("v1 current", Duration::from_secs(10), || {
+        h.current() == Some(v1.to_string())
+    });
+    let gets: Vec<_> = h
+        .fake
+        .requests_to(ServerName::EastUs)
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    assert_one_resume(&gets, checkpoint);
+    let link = link_status(&h);
+    assert!(link["paused"].is_null(), "{link}");
+    // The new day counts only what it received: the rest of the blob (and the manifest).
+    let rest = size as u64 - checkpoint;
+    let new_day = link["bytes_today"].as_u64().unwrap();
+    assert!(
+        new_day >= rest && new_day < rest + 10_000,
+        "{new_day} bytes today, {rest} left of the blob"
+    );
+}

@@ -379,3 +379,47 @@ fn key_files_are_checked_when_the_config_loads() {
         "{msg}"
     );
 }
+
+/// The signature manifest and payload are charged to the link like any download: the
+/// day's count (saved when the pull ends) is every manifest and blob body received,
+/// signature included.
+#[test]
+fn signature_bytes_are_charged_to_the_link() {
+    let key = Signer::new();
+    let env = signed_env(&[&key]);
+    env.edit_config(|v| v["link"] = serde_json::json!({ "max_bytes_per_day": "1GiB" }));
+    let (digest, _) = env.fake.push_image("app", "1.0", vec![b"layer one".to_vec()]);
+    let p = payload(&format!("{}:1.0", identity(&env)), &digest);
+    push_signatures(&env, "app", &digest, &[(p.clone(), key.sign(&p))]);
+
+    pull(&env, &env.puller(), "1.0").expect("signed pull");
+    let reqs = env.fake.requests();
+    let received: u64 = reqs
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && matches!(r.status, 200 | 206)
+                && (r.server == ServerName::EastUs
+                    || (r.server == ServerName::Login && r.path.contains("/manifests/")))
+        })
+        .map(|r| r.body_bytes_sent)
+        .sum();
+    let signature: u64 = reqs
+        .iter()
+        .filter(|r| r.path.contains(&signature_tag(&digest)) && r.method == "GET" && r.status == 200)
+        .map(|r| r.body_bytes_sent)
+        .sum::<u64>()
+        + p.len() as u64;
+    assert!(
+        signature > p.len() as u64,
+        "the signature manifest was fetched: {reqs:?}"
+    );
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.store_path().join("link-quota.json")).expect("the day's count is saved"),
+    )
+    .expect("json");
+    assert_eq!(
+        saved["bytes"], received,
+        "{saved}; {signature} of them signature bytes"
+    );
+}

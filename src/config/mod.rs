@@ -194,6 +194,11 @@ impl Config {
         self.link.max_bytes_per_sec = Some(bytes_per_sec);
     }
 
+    /// The bandwidth cap in force (`link.max_bytes_per_sec` or `--max-rate`), for progress.
+    pub fn max_rate(&self) -> Option<u64> {
+        self.link.max_bytes_per_sec
+    }
+
     /// The allowlist ([`egress::allowlist`]) as `host:port` lines for a firewall rule set
     /// (port always written, IPv6 in brackets).
     pub fn firewall_lines(&self) -> Vec<String> {

@@ -36,6 +36,8 @@ pub(crate) struct Metrics {
     pub images: BTreeMap<String, ImageMetrics>,
     /// Requests refused by the egress policy (a host, redirect or realm outside the allowlist).
     pub egress_refusals: u64,
+    /// The link's state when the file is written (`link` in the config).
+    pub link: Option<crate::link::LinkStatus>,
 }
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -105,6 +107,41 @@ impl Metrics {
              edgepull_egress_refusals_total {}",
             self.egress_refusals
         );
+        if let Some(link) = &self.link {
+            let gauges = [
+                (
+                    "edgepull_link_cap_bytes_per_second",
+                    "The bandwidth cap every download shares (link.max_bytes_per_sec); 0: no cap.",
+                    link.cap_bytes_per_sec.unwrap_or(0),
+                ),
+                (
+                    "edgepull_link_bytes_today",
+                    "Bytes received today (UTC), as counted for link.max_bytes_per_day.",
+                    link.bytes_today,
+                ),
+                (
+                    "edgepull_link_paused",
+                    "1 while downloads wait for a download window or the next day's quota.",
+                    u64::from(link.paused.is_some()),
+                ),
+                (
+                    "edgepull_link_rate_bytes_per_second",
+                    "Bytes per second received over the last 5 s.",
+                    link.rate_bytes_per_sec,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            }
+            if let Some(q) = link.quota_bytes_per_day {
+                let _ = writeln!(
+                    out,
+                    "# HELP edgepull_link_quota_bytes_per_day The daily quota (link.max_bytes_per_day).\n\
+                     # TYPE edgepull_link_quota_bytes_per_day gauge\n\
+                     edgepull_link_quota_bytes_per_day {q}"
+                );
+            }
+        }
         out
     }
 
@@ -153,5 +190,42 @@ mod tests {
         m.write(&p).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(
+            !text.contains("edgepull_link_"),
+            "no link gauges without a link: {text}"
+        );
+    }
+
+    #[test]
+    fn link_gauges() {
+        let mut m = Metrics {
+            link: Some(crate::link::LinkStatus {
+                cap_bytes_per_sec: Some(4_194_304),
+                quota_bytes_per_day: Some(100_000_000),
+                bytes_today: 12_345,
+                rate_bytes_per_sec: 4_000_000,
+                paused: Some("daily quota used up; downloads go on at 2030-01-02T00:00:00Z".into()),
+                next_window_start: Some("2030-01-02T00:00:00Z".into()),
+                eta_secs: None,
+            }),
+            ..Metrics::default()
+        };
+        let text = m.render();
+        for line in [
+            "# TYPE edgepull_link_cap_bytes_per_second gauge",
+            "edgepull_link_cap_bytes_per_second 4194304",
+            "edgepull_link_bytes_today 12345",
+            "edgepull_link_paused 1",
+            "edgepull_link_rate_bytes_per_second 4000000",
+            "edgepull_link_quota_bytes_per_day 100000000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing in:\n{text}");
+        }
+        m.link = Some(crate::link::LinkStatus::default());
+        let text = m.render();
+        for line in ["edgepull_link_cap_bytes_per_second 0", "edgepull_link_paused 0"] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing in:\n{text}");
+        }
+        assert!(!text.contains("edgepull_link_quota"), "{text}");
     }
 }

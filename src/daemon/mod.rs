@@ -599,18 +599,25 @@ impl Daemon {
             .textfile
             .clone()
             .map(|path| (path, self.metrics.clone()));
-        self.files.write(self.status(), metrics);
+        let status = self.status();
+        let metrics = metrics.map(|(path, mut m)| {
+            m.link = status.link.as_deref().cloned();
+            (path, m)
+        });
+        self.files.write(status, metrics);
         self.notifier.status(&slot::summary(&self.slots));
     }
 
     fn status(&self) -> Status {
         let now = Instant::now();
-        Status {
+        let mut status = Status {
             version: STATUS_VERSION,
             pid: std::process::id(),
             updated: Stamp::of(SystemTime::now()),
             images: self.slots.iter().map(|s| s.status(now)).collect(),
             link: Some(Box::new(self.link.status())),
-        }
+        };
+        status.fill_eta();
+        status
     }
 }

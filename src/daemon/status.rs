@@ -150,6 +150,70 @@ pub struct Status {
     pub link: Option<Box<crate::link::LinkStatus>>,
 }
 
+impl Status {
+    /// Bytes the downloads running now still need.
+    fn remaining(&self) -> u64 {
+        self.images
+            .iter()
+            .filter(|i| i.state == State::Downloading)
+            .map(|i| i.bytes_total.saturating_sub(i.bytes_done))
+            .sum()
+    }
+
+    /// Set `link.eta_secs`: the running downloads' remaining bytes at `min(cap, measured
+    /// rate)` ([`crate::link::LinkStatus::eta`]); none while nothing downloads or the link
+    /// is paused.
+    pub(crate) fn fill_eta(&mut self) {
+        let remaining = self.remaining();
+        if let Some(link) = self.link.as_deref_mut() {
+            link.eta_secs = (remaining > 0 && link.paused.is_none())
+                .then(|| link.eta(remaining).map(|d| d.as_secs()))
+                .flatten();
+        }
+    }
+}
+
+/// A rate for humans: `2.0 MiB/s`.
+fn human_rate(bytes_per_sec: u64) -> String {
+    format!("{}/s", human_bytes(bytes_per_sec))
+}
+
+/// The `link` block of [`render`].
+fn render_link(out: &mut String, link: &crate::link::LinkStatus) {
+    let _ = writeln!(
+        out,
+        "
+link"
+    );
+    let cap = link
+        .cap_bytes_per_sec
+        .map_or_else(|| "none".to_string(), human_rate);
+    let _ = writeln!(out, "  cap:       {cap}");
+    let _ = writeln!(
+        out,
+        "  rate:      {} (last 5 s)",
+        human_rate(link.rate_bytes_per_sec)
+    );
+    let quota = link
+        .quota_bytes_per_day
+        .map(|q| format!(" of {} (daily quota)", human_bytes(q)))
+        .unwrap_or_default();
+    let _ = writeln!(out, "  today:     {}{quota}", human_bytes(link.bytes_today));
+    if let Some(p) = &link.paused {
+        let _ = writeln!(out, "  paused:    {p}");
+    }
+    if let Some(n) = &link.next_window_start {
+        let _ = writeln!(out, "  next window: {n}");
+    }
+    if let Some(e) = link.eta_secs {
+        let _ = writeln!(
+            out,
+            "  eta:       {} for the running downloads",
+            human_duration(Duration::from_secs(e))
+        );
+    }
+}
+
 /// Replace `root/status.json` atomically, mode 0640 ([`super::atomic::replace`]).
 pub(crate) fn write(root: &Path, status: &Status) -> io::Result<()> {
     let mut body = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
@@ -274,6 +338,15 @@ pub fn render(status: &Status, now: SystemTime) -> String {
                 i.bytes_done.saturating_mul(100) / i.bytes_total
             );
         }
+        if i.state == State::Downloading
+            && let Some(eta) = status
+                .link
+                .as_deref()
+                .filter(|l| l.paused.is_none())
+                .and_then(|l| l.eta(i.bytes_total.saturating_sub(i.bytes_done)))
+        {
+            let _ = write!(state, ", ETA {}", human_duration(eta));
+        }
         if let Some(m) = &i.message {
             let _ = write!(state, ": {m}");
         }
@@ -313,6 +386,9 @@ pub fn render(status: &Status, now: SystemTime) -> String {
         if let Some(n) = i.next_check_in_secs {
             let _ = writeln!(out, "  next check: in {}", human_duration(Duration::from_secs(n)));
         }
+    }
+    if let Some(link) = &status.link {
+        render_link(&mut out, link);
     }
     out
 }
@@ -420,5 +496,73 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }
+        assert!(!text.contains("link"), "no link block without one:\n{text}");
+        assert!(!text.contains("ETA"), "no ETA without a link status:\n{text}");
+    }
+
+    fn capped(rate: u64, paused: bool) -> crate::link::LinkStatus {
+        crate::link::LinkStatus {
+            cap_bytes_per_sec: Some(4 << 20),
+            quota_bytes_per_day: Some(100 << 20),
+            bytes_today: 12 << 20,
+            rate_bytes_per_sec: rate,
+            paused: paused
+                .then(|| "outside download windows; downloads go on at 2030-01-02T00:00:00Z".into()),
+            next_window_start: paused.then(|| "2030-01-02T00:00:00Z".into()),
+            eta_secs: None,
+        }
+    }
+
+    /// The ETA uses the slower of the cap and the measured rate, over the bytes the running
+    /// downloads still need; a paused link shows when it reopens instead.
+    #[test]
+    fn link_status_eta_and_rendering() {
+        let mut s = sample();
+        s.images[0].bytes_done = 4 << 20;
+        s.images[0].bytes_total = 68 << 20;
+        // Measured 2 MiB/s under a 4 MiB/s cap: 64 MiB take 32 s.
+        s.link = Some(Box::new(capped(2 << 20, false)));
+        s.fill_eta();
+        assert_eq!(s.link.as_ref().unwrap().eta_secs, Some(32));
+        // Measured faster than the cap (a burst): the cap decides, 16 s.
+        s.link = Some(Box::new(capped(9 << 20, false)));
+        s.fill_eta();
+        assert_eq!(s.link.as_ref().unwrap().eta_secs, Some(16));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["link"]["eta_secs"], 16);
+        assert_eq!(json["link"]["cap_bytes_per_sec"], 4 << 20);
+        assert_eq!(json["link"]["bytes_today"], 12 << 20);
+        assert_eq!(json["link"]["rate_bytes_per_sec"], 9 << 20);
+        let text = render(&s, UNIX_EPOCH + Duration::from_secs(1010));
+        for needle in [
+            "state:     downloading 4.0 MiB of 68.0 MiB (5%), ETA 16s",
+            "\nlink\n",
+            "cap:       4.0 MiB/s",
+            "rate:      9.0 MiB/s (last 5 s)",
+            "today:     12.0 MiB of 100.0 MiB (daily quota)",
+            "eta:       16s for the running downloads",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+        }
+        assert!(!text.contains("paused"), "{text}");
+
+        // Paused: no ETA, the reason and the next window instead.
+        s.link = Some(Box::new(capped(0, true)));
+        s.fill_eta();
+        assert_eq!(s.link.as_ref().unwrap().eta_secs, None);
+        let text = render(&s, UNIX_EPOCH + Duration::from_secs(1010));
+        for needle in [
+            "paused:    outside download windows; downloads go on at 2030-01-02T00:00:00Z",
+            "next window: 2030-01-02T00:00:00Z",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+        }
+        assert!(!text.contains("ETA") && !text.contains("eta:"), "{text}");
+
+        // Nothing downloading: no ETA.
+        s.images[0].state = State::Idle;
+        s.link = Some(Box::new(capped(2 << 20, false)));
+        s.fill_eta();
+        assert_eq!(s.link.as_ref().unwrap().eta_secs, None);
     }
 }

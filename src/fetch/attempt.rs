@@ -169,6 +169,9 @@ impl Fetcher {
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             ticks
         });
+        // One watch on the link for the whole body (not a fresh timer per chunk).
+        let closed = self.link.closed();
+        tokio::pin!(closed);
         loop {
             if ingest.offset() == desc.size && announced > 0 {
                 warn_excess(desc, &host, announced);
@@ -191,7 +194,7 @@ impl Fetcher {
                     }
                     continue;
                 }
-                paused = self.link.closed() => return Err(Next::Pause(paused)),
+                paused = &mut closed => return Err(Next::Pause(paused)),
                 next = blob.chunk() => next,
             };
             let chunk = match next {
