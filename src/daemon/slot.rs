@@ -105,9 +105,11 @@ impl Slot {
             }),
             signature: self.refused.map(|(_, r)| r.as_str().to_string()),
             pending_digest: self.pending.map(|(p, _)| p.digest.to_string()),
+            // `checked_add`: a far-future time (saturated) must not panic.
             adopt_at: self
                 .pending
-                .map(|(_, at)| Stamp::of(UNIX_EPOCH + Duration::from_secs(at))),
+                .and_then(|(_, at)| UNIX_EPOCH.checked_add(Duration::from_secs(at)))
+                .map(Stamp::of),
             last_hook: self.last_hook.clone(),
             checks: self.checks,
             consecutive_failures: self.backoff.failures(),

@@ -6,8 +6,9 @@
 //! (downloading first or not), cancel a pending digest the tag moved away from, or restart
 //! the wait for a digest the tag moved on to. Times are unix seconds, passed in.
 //!
-//! Never reads a clock, a file or the device id itself, and never lets a far-future time
-//! overflow (sums saturate).
+//! Never reads a clock, a file or the device id itself, never lets a far-future time
+//! overflow (sums saturate), and never keeps a `first_seen` later than now (the clock was
+//! ahead, or the record is damaged: the wait starts again).
 
 use sha2::{Digest as _, Sha256};
 
@@ -168,7 +169,9 @@ pub fn decide(policy: &Policy<'_>, seen: &Seen<'_>) -> Verdict {
         return adopt(None, Why::FirstInstall);
     }
     let (pending, why) = match seen.pending {
-        Some(p) if p.digest == *seen.remote => (*p, Why::Waiting),
+        // A first sight "in the future" (the clock was ahead then, or the record is
+        // damaged) would hold the update back by that much: the wait starts again now.
+        Some(p) if p.digest == *seen.remote && p.first_seen <= seen.now => (*p, Why::Waiting),
         earlier => {
             let p = Pending {
                 digest: *seen.remote,
@@ -391,14 +394,24 @@ mod tests {
                 v(adopt, None, Why::FirstInstall),
             ),
             (
-                "far-future first_seen saturates",
+                "a first_seen in the future starts the wait again now",
                 policy(window, false),
                 Some(cur),
                 Some(p(new, u64::MAX)),
                 new,
                 (false, false),
                 t0,
-                v(wait(u64::MAX, false), Some(p(new, u64::MAX)), Why::Waiting),
+                v(wait(t0 + s_new, false), Some(p(new, t0)), Why::Restarted(new)),
+            ),
+            (
+                "the end of time saturates",
+                policy(window, false),
+                Some(cur),
+                Some(p(new, u64::MAX - 1)),
+                new,
+                (false, false),
+                u64::MAX - 1,
+                v(wait(u64::MAX, false), Some(p(new, u64::MAX - 1)), Why::Waiting),
             ),
         ];
         for (name, policy, current, pending, remote, (pinned, adopt_now), now, want) in cases {
