@@ -58,7 +58,7 @@ impl From<LogFormat> for edgepull::telemetry::LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run as a daemon: keep every configured image in sync (SIGHUP reloads the config,
-    /// SIGUSR1 checks now, SIGTERM stops).
+    /// SIGUSR1 checks now, SIGUSR2 adopts a pending staged-rollout update now, SIGTERM stops).
     Run,
     /// Show what the running daemon is doing (reads <store>/status.json).
     Status {
@@ -162,6 +162,7 @@ struct DaemonSignals {
     int: Signal,
     hup: Signal,
     usr1: Signal,
+    usr2: Signal,
 }
 
 impl DaemonSignals {
@@ -172,11 +173,13 @@ impl DaemonSignals {
             int: one(SignalKind::interrupt())?,
             hup: one(SignalKind::hangup())?,
             usr1: one(SignalKind::user_defined1())?,
+            usr2: one(SignalKind::user_defined2())?,
         })
     }
 
-    /// The daemon's shutdown future: forwards SIGHUP as [`Request::Reload`] and SIGUSR1 as
-    /// [`Request::CheckNow`], and completes on SIGTERM or SIGINT.
+    /// The daemon's shutdown future: forwards SIGHUP as [`Request::Reload`], SIGUSR1 as
+    /// [`Request::CheckNow`] and SIGUSR2 as [`Request::AdoptNow`], and completes on SIGTERM
+    /// or SIGINT.
     async fn until_stopped(mut self, requests: mpsc::UnboundedSender<Request>) {
         loop {
             tokio::select! {
@@ -196,6 +199,10 @@ impl DaemonSignals {
                 Some(()) = self.usr1.recv() => {
                     tracing::debug!(signal = "SIGUSR1", "check requested");
                     let _ = requests.send(Request::CheckNow);
+                }
+                Some(()) = self.usr2.recv() => {
+                    tracing::debug!(signal = "SIGUSR2", "adopt-now requested");
+                    let _ = requests.send(Request::AdoptNow);
                 }
             }
         }

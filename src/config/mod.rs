@@ -33,11 +33,12 @@
 //!   `metrics` (`{textfile}`).
 //! - `link` (`pull` and `run`): `{max_bytes_per_sec, max_bytes_per_day, windows,
 //!   timezone}`.
+//! - `rollout` (`run`): `{window_secs, device_id_file, prefetch}`; reads the device id file.
 //!
 //! Modules: `raw` (what serde reads), `path` (field paths), `ctx` (shared checks),
 //! `error`, then one per section: `registry`, `endpoints`, `auth`, `network` (resolve,
 //! proxy), `store`, `images`, `timeouts`, `daemon`, `link`, `signatures` (reads the key
-//! files); `secret` reads secret files. Raw serde
+//! files), `rollout` (reads the device id); `secret` reads secret files. Raw serde
 //! structs stay private; everything public is already validated.
 //!
 //! [`Secret`]: edgepull_core::secret::Secret
@@ -53,6 +54,7 @@ mod network;
 mod path;
 mod raw;
 mod registry;
+mod rollout;
 mod secret;
 mod signatures;
 mod store;
@@ -76,6 +78,7 @@ pub(crate) use self::link::LinkConfig;
 use self::path::FieldPath;
 use self::raw::RawConfig;
 pub use self::registry::RegistryConfig;
+pub(crate) use self::rollout::RolloutConfig;
 pub(crate) use self::secret::load_secret;
 pub(crate) use self::signatures::SignaturesConfig;
 pub use self::store::StoreConfig;
@@ -125,6 +128,8 @@ pub struct Config {
     pub(crate) link: LinkConfig,
     /// The keys images must be signed with (`signatures`); `None`: unsigned images are accepted.
     pub(crate) signatures: Option<SignaturesConfig>,
+    /// Staged rollouts (`rollout`): window 0 (the default) adopts at once.
+    pub(crate) rollout: RolloutConfig,
     /// Warnings found while validating.
     pub notes: Vec<ConfigNote>,
 }
@@ -263,6 +268,7 @@ impl Ctx {
         let metrics = self.metrics(raw.metrics, &store)?;
         let link = self.link(raw.link)?;
         let signatures = raw.signatures.map(|s| self.signatures(s)).transpose()?;
+        let rollout = self.rollout(raw.rollout)?;
         Ok(Config {
             path: self.file.clone(),
             registry,
@@ -277,6 +283,7 @@ impl Ctx {
             metrics,
             link,
             signatures,
+            rollout,
             notes,
         })
     }

@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub(super) metrics: Option<RawMetrics>,
     pub(super) link: Option<RawLink>,
     pub(super) signatures: Option<RawSignatures>,
+    pub(super) rollout: Option<RawRollout>,
 }
 
 /// `registry`.
@@ -132,4 +133,13 @@ pub(super) struct RawLink {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSignatures {
     pub(super) public_keys: Option<Vec<String>>,
+}
+
+/// `rollout`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRollout {
+    pub(super) window_secs: Option<u64>,
+    pub(super) device_id_file: Option<String>,
+    pub(super) prefetch: Option<bool>,
 }

@@ -15,15 +15,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::{JoinError, spawn_blocking};
 use tokio_util::sync::CancellationToken;
 
 use super::hook::{self, HookEnd, HookEnv};
-use super::status::human_bytes;
-use crate::config::HooksConfig;
+use super::status::{human_bytes, rfc3339};
+use crate::config::{HooksConfig, RolloutConfig};
 use crate::exit::Category;
 use crate::link::Paused;
 use crate::progress::FetchStats;
@@ -33,6 +33,7 @@ use crate::registry::client::RegistryError;
 use crate::store::{Store, StoreError};
 use edgepull_core::oci::manifest::MAX_MANIFEST_BYTES;
 use edgepull_core::oci::{Descriptor, Digest, ImageManifest, Reference};
+use edgepull_core::rollout::{self, Action, Pending, Why};
 use edgepull_core::schedule::{AfterHead, Budget, JobPhase, Local, after_head, budget};
 use edgepull_core::signature::SignatureError;
 
@@ -75,6 +76,13 @@ pub(crate) enum JobOutcome {
     /// `digest` (what the tag points at) has no valid signature (`signatures`): refused
     /// now (`error`), or refused before and not fetched again (`None`) until the tag moves.
     Refused { digest: Digest, error: Option<JobError> },
+    /// The new digest waits for this device's rollout slot (`rollout`): adopted at `until`
+    /// (unix seconds); `prefetched` when its blobs were downloaded (`rollout.prefetch`).
+    Waiting {
+        pending: Pending,
+        until: u64,
+        prefetched: bool,
+    },
     /// Shutdown.
     Cancelled,
 }
@@ -185,6 +193,26 @@ pub(crate) struct Job {
     pub events: UnboundedSender<(String, JobEvent)>,
     /// A digest this image's tag pointed at that was refused for its signature.
     pub refused: Option<Digest>,
+    /// Staged rollouts: the config, the pending digest recorded, whether it is already
+    /// downloaded (`prefetch`), and whether an operator asked to adopt it now.
+    pub rollout: RolloutConfig,
+    pub pending: Option<Pending>,
+    pub prefetched: bool,
+    pub adopt_now: bool,
+}
+
+/// What the staged rollout lets a job do ([`Job::stage`]).
+enum Stage {
+    /// Pull and switch now.
+    Go,
+    /// Download now, switch at the slot (`until`, unix seconds).
+    Prefetch(Pending, u64),
+    /// Keep the current version; nothing more to do (already `prefetched`, or no prefetch).
+    Wait {
+        pending: Pending,
+        until: u64,
+        prefetched: bool,
+    },
 }
 
 impl Job {
@@ -229,6 +257,7 @@ impl Job {
                 }
             }
         };
+        let current = local.map(|l| l.top);
         let reason = match after_head(&remote, local) {
             AfterHead::Nothing => {
                 tracing::debug!(image_ref = %self.name, digest = %remote, "unchanged");
@@ -243,6 +272,21 @@ impl Job {
                 error: None,
             };
         }
+        let stage = match self.stage(current.as_ref(), &remote) {
+            Stage::Go => None,
+            Stage::Prefetch(pending, until) => Some((pending, until)),
+            Stage::Wait {
+                pending,
+                until,
+                prefetched,
+            } => {
+                return JobOutcome::Waiting {
+                    pending,
+                    until,
+                    prefetched,
+                };
+            }
+        };
         // Outside the windows or over the quota: the HEAD above is all this check does.
         if let Err(p) = self.puller.link().check() {
             tracing::info!(image_ref = %self.name, digest = %remote, %p, "update waits for the link");
@@ -309,6 +353,14 @@ impl Job {
             Err(e) => return self.failed(e),
         };
         self.event(JobEvent::Phase(JobPhase::Local));
+        if let Some((pending, until)) = stage {
+            tracing::info!(image_ref = %self.name, digest = %remote, adopt_at = %rfc3339(until), "prefetched; switched at this device's rollout slot");
+            return JobOutcome::Waiting {
+                pending,
+                until,
+                prefetched: true,
+            };
+        }
         let switch = match self
             .store
             .switch_image(
@@ -358,6 +410,59 @@ impl Job {
             total_bytes: plan.total_bytes(),
             hook,
         }))
+    }
+
+    /// The staged-rollout decision for `remote` ([`rollout::decide`]).
+    fn stage(&self, current: Option<&Digest>, remote: &Digest) -> Stage {
+        let policy = rollout::Policy {
+            device_id: &self.rollout.device_id,
+            window_secs: self.rollout.window_secs,
+            prefetch: self.rollout.prefetch,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let verdict = rollout::decide(
+            &policy,
+            &rollout::Seen {
+                current,
+                pending: self.pending.as_ref(),
+                remote,
+                pinned: self.reference.digest().is_some(),
+                adopt_now: self.adopt_now,
+                now,
+            },
+        );
+        let why = verdict.why.as_str();
+        let (until, download) = match verdict.action {
+            Action::Adopt => {
+                if verdict.pending.is_some() {
+                    tracing::info!(image_ref = %self.name, digest = %remote, why, "adopting the pending update");
+                }
+                return Stage::Go;
+            }
+            Action::Wait { until, download } => (until, download),
+        };
+        let pending = verdict.pending.unwrap_or(rollout::Pending {
+            digest: *remote,
+            first_seen: now,
+        });
+        match verdict.why {
+            Why::Waiting => {
+                tracing::debug!(image_ref = %self.name, digest = %remote, adopt_at = %rfc3339(until), "waiting for this device's rollout slot")
+            }
+            _ => {
+                tracing::info!(image_ref = %self.name, digest = %remote, why, adopt_at = %rfc3339(until), "new version seen; adopted at this device's rollout slot (staged rollout)")
+            }
+        }
+        if download && !(self.prefetched && self.pending.is_some_and(|p| p.digest == *remote)) {
+            return Stage::Prefetch(pending, until);
+        }
+        Stage::Wait {
+            pending,
+            until,
+            prefetched: download,
+        }
     }
 
     async fn run_hook(

@@ -32,6 +32,12 @@
 //! the config (`RELOADING=1` … `READY=1`; an invalid config is refused with a log line and
 //! the running one is kept); [`Request::CheckNow`] (SIGUSR1) checks every image now.
 //!
+//! Staged rollouts (`rollout`): a tag's new digest is adopted at `first_seen + slot`
+//! ([`edgepull_core::rollout`] decides in the job); `first_seen` is kept in
+//! `<store>/rollout.json` (`rollout`), so a restart does not reset the wait. A check still
+//! runs every interval (a tag moved back cancels), SIGUSR1 does not skip the wait, and
+//! [`Request::AdoptNow`] (SIGUSR2) does.
+//!
 //! In process (tests): `run` works on any runtime. The schedule uses Tokio's clock, so
 //! with paused time `tokio::time::advance` drives it without real waits.
 
@@ -40,6 +46,7 @@ mod files;
 mod hook;
 mod job;
 mod metrics;
+mod rollout;
 mod setup;
 mod slot;
 pub mod status;
@@ -78,8 +85,11 @@ pub enum Request {
     /// Re-read the config (`RELOADING=1` … `READY=1`). An invalid config, or one that
     /// moves `store.path`, is refused with a log line and the running one is kept.
     Reload,
-    /// Check every image now, whatever its schedule or backoff.
+    /// Check every image now, whatever its schedule or backoff. A new version waiting for
+    /// this device's rollout slot keeps waiting.
     CheckNow,
+    /// Adopt every pending new version now, without waiting for the rollout slot (SIGUSR2).
+    AdoptNow,
 }
 
 /// Why the daemon could not start, or why a reload was refused.
@@ -159,6 +169,8 @@ struct Daemon {
     events_tx: mpsc::UnboundedSender<(String, JobEvent)>,
     /// The healthy silence of each job phase under the current config.
     silences: Silences,
+    /// `rollout.json`: when each pending digest was first seen.
+    record: rollout::Record,
 }
 
 /// Run the daemon with the config at `config_path` until `shutdown` completes, telling
@@ -184,6 +196,7 @@ pub async fn run(
     let mut d = Daemon {
         slots: cfg.images.iter().map(|i| Slot::new(i.clone(), now)).collect(),
         files: Files::new(store.root().to_path_buf()),
+        record: rollout::Record::new(store.root().to_path_buf()),
         silences: setup::silences(&cfg),
         cfg,
         store,
@@ -197,6 +210,7 @@ pub async fn run(
         events_tx,
     };
     d.load_local_state().await;
+    d.load_pending().await;
     for s in &d.slots {
         d.metrics.image(&s.name);
     }
@@ -230,6 +244,7 @@ pub async fn run(
             request = requests.recv(), if requests_open => match request {
                 Some(Request::Reload) => d.reload().await,
                 Some(Request::CheckNow) => d.check_now(),
+                Some(Request::AdoptNow) => d.adopt_now(),
                 None => requests_open = false,
             },
             outcome = async {
@@ -317,6 +332,10 @@ impl Daemon {
             cancel: self.cancel.child_token(),
             events: self.events_tx.clone(),
             refused: slot.refused.map(|(d, _)| d),
+            rollout: self.cfg.rollout.clone(),
+            pending: slot.pending.map(|(p, _)| p),
+            prefetched: slot.prefetched,
+            adopt_now: slot.adopt_now,
         };
         self.running = Some(Running {
             name: slot.name.clone(),
@@ -418,8 +437,14 @@ impl Daemon {
         if !matches!(outcome, JobOutcome::Cancelled) {
             slot.checks += 1;
         }
+        let pending_before = slot.pending.map(|(p, _)| p);
         match outcome {
             JobOutcome::Unchanged => {
+                if let Some((p, _)) = slot.pending.take() {
+                    tracing::info!(image_ref = %name, digest = %p.digest, "the tag moved back to the current version; the pending update is cancelled");
+                }
+                slot.adopt_now = false;
+                slot.prefetched = false;
                 slot.refused = None;
                 slot.state = State::Idle;
                 slot.note = None;
@@ -429,6 +454,9 @@ impl Daemon {
                 m.last_success = Some(Stamp::of(now).unix);
             }
             JobOutcome::Updated(u) => {
+                slot.pending = None;
+                slot.adopt_now = false;
+                slot.prefetched = false;
                 slot.refused = None;
                 slot.state = State::Idle;
                 slot.note = None;
@@ -481,6 +509,8 @@ impl Daemon {
                 slot.note = None;
                 slot.backoff.reset();
                 slot.next_due = next_poll;
+                slot.pending = None;
+                slot.adopt_now = false;
                 if let Some(error) = error {
                     let refusal = error.signature().map(|e| e.refusal());
                     slot.refused = refusal.map(|r| (digest, r));
@@ -488,9 +518,31 @@ impl Daemon {
                     m.pulls_failed += 1;
                 }
             }
+            JobOutcome::Waiting {
+                pending,
+                until,
+                prefetched,
+            } => {
+                // Checked as usual (a tag moved back cancels it), and at the slot.
+                slot.refused = None;
+                slot.state = State::Idle;
+                slot.note = None;
+                slot.pending = Some((pending, until));
+                slot.prefetched = prefetched;
+                slot.last_success = Some(now);
+                slot.backoff.reset();
+                let wait = Duration::from_secs(until.saturating_sub(Stamp::of(now).unix));
+                slot.next_due = Instant::now()
+                    .checked_add(wait)
+                    .map_or(next_poll, |at| at.min(next_poll));
+                m.last_success = Some(Stamp::of(now).unix);
+            }
             JobOutcome::Cancelled => {
                 slot.state = State::Idle;
             }
+        }
+        if slot.pending.map(|(p, _)| p) != pending_before {
+            self.save_pending();
         }
         if refusal {
             self.metrics.egress_refusals += 1;
@@ -505,6 +557,28 @@ impl Daemon {
         for s in &mut self.slots {
             s.next_due = now;
         }
+    }
+
+    /// [`Request::AdoptNow`]: every pending new version is adopted at its next check, now.
+    fn adopt_now(&mut self) {
+        rollout::adopt_now(&mut self.slots, Instant::now());
+    }
+
+    /// The pending digests recorded in the store (`rollout.json`), given to their images.
+    async fn load_pending(&mut self) {
+        let root = self.store.root().to_path_buf();
+        let recorded = tokio::task::spawn_blocking(move || rollout::load(&root))
+            .await
+            .unwrap_or_default();
+        for s in &mut self.slots {
+            s.pending = recorded.get(&s.name).map(|p| (*p, 0));
+        }
+        rollout::refresh_adopt_at(&mut self.slots, &self.cfg.rollout);
+    }
+
+    /// Hand the pending digests to `rollout.json`'s writer.
+    fn save_pending(&mut self) {
+        self.record.save(rollout::pending_of(&self.slots));
     }
 
     /// [`Request::Reload`]: re-read the config; keep the running one if the new one is refused.
@@ -560,6 +634,7 @@ impl Daemon {
         self.silences = setup::silences(&new);
         self.cfg = new;
         self.load_local_state().await;
+        rollout::refresh_adopt_at(&mut self.slots, &self.cfg.rollout);
         for s in &self.slots {
             self.metrics.image(&s.name);
         }
@@ -587,6 +662,7 @@ impl Daemon {
         }
         self.publish();
         self.files.flush().await;
+        self.record.flush().await;
         tracing::info!("edgepull daemon stopped");
     }
 

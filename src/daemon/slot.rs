@@ -6,7 +6,7 @@
 //! when to check: the supervisor changes the state, this module only shows it.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
@@ -15,6 +15,7 @@ use super::job::{Deferral, JobError};
 use super::status::{self, HookStatus, ImageStatus, LastError, Stamp, State};
 use crate::config::ImageConfig;
 use edgepull_core::oci::Digest;
+use edgepull_core::rollout::Pending;
 use edgepull_core::schedule::Backoff;
 use edgepull_core::signature::Refusal;
 
@@ -51,6 +52,13 @@ pub(super) struct Slot {
     /// The digest refused for its signature, and why; not fetched again until the tag moves.
     pub(super) refused: Option<(Digest, Refusal)>,
     pub(super) last_hook: Option<HookStatus>,
+    /// A new digest waiting for this device's rollout slot, and when it will be adopted
+    /// (unix seconds).
+    pub(super) pending: Option<(Pending, u64)>,
+    /// An operator asked to adopt the pending digest now (SIGUSR2).
+    pub(super) adopt_now: bool,
+    /// The pending digest's blobs are downloaded (`rollout.prefetch`).
+    pub(super) prefetched: bool,
     pub(super) checks: u64,
     pub(super) backoff: Backoff,
     pub(super) next_due: Instant,
@@ -71,6 +79,9 @@ impl Slot {
             last_error: None,
             refused: None,
             last_hook: None,
+            pending: None,
+            adopt_now: false,
+            prefetched: false,
             checks: 0,
             backoff: Backoff::default(),
             next_due: now,
@@ -93,6 +104,12 @@ impl Slot {
                 message: crate::error_chain(e),
             }),
             signature: self.refused.map(|(_, r)| r.as_str().to_string()),
+            pending_digest: self.pending.map(|(p, _)| p.digest.to_string()),
+            // `checked_add`: a far-future time (saturated) must not panic.
+            adopt_at: self
+                .pending
+                .and_then(|(_, at)| UNIX_EPOCH.checked_add(Duration::from_secs(at)))
+                .map(Stamp::of),
             last_hook: self.last_hook.clone(),
             checks: self.checks,
             consecutive_failures: self.backoff.failures(),

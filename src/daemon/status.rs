@@ -124,6 +124,12 @@ pub struct ImageStatus {
     /// or `mismatch`; absent when nothing is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// A new digest the tag points at, waiting for this device's rollout slot (`rollout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_digest: Option<String>,
+    /// When the pending digest will be adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt_at: Option<Stamp>,
     /// The last update hook run.
     pub last_hook: Option<HookStatus>,
     /// Checks made since the daemon started.
@@ -373,6 +379,15 @@ pub fn render(status: &Status, now: SystemTime) -> String {
                 "  signature: {sig} (the update is refused until the tag moves)"
             );
         }
+        if let (Some(d), Some(at)) = (&i.pending_digest, &i.adopt_at) {
+            let wait = Duration::from_secs(at.unix.saturating_sub(now_unix));
+            let _ = writeln!(
+                out,
+                "  pending: {d}, adopted at {} (in {}; staged rollout, `systemctl kill --kill-whom=main -s SIGUSR2 edgepull` adopts now)",
+                at.at,
+                human_duration(wait)
+            );
+        }
         if let Some(h) = &i.last_hook {
             let result = match (h.exit_code, h.signal, h.timed_out, &h.error) {
                 (_, _, true, _) => "timed out, killed".to_string(),
@@ -443,6 +458,8 @@ mod tests {
                     message: "boom".into(),
                 }),
                 signature: None,
+                pending_digest: Some("sha256:bb".into()),
+                adopt_at: Some(Stamp::of(UNIX_EPOCH + Duration::from_secs(1130))),
                 last_hook: Some(HookStatus {
                     when: Stamp::of(UNIX_EPOCH + Duration::from_secs(990)),
                     digest: "sha256:aa".into(),
@@ -493,6 +510,7 @@ mod tests {
             "last error: 1970-01-01T00:15:50Z (1m00s ago): boom",
             "last hook: exit 3 for sha256:aa",
             "next check: in 30s",
+            "pending: sha256:bb, adopted at 1970-01-01T00:18:50Z (in 2m00s",
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }

@@ -8,8 +8,8 @@
 //! the daemon's schedule and watchdog decisions ([`schedule`]), who may write a directory
 //! the daemon publishes into ([`perms`]), the content store's garbage-collection decisions
 //! ([`gc`]) and start-up decisions ([`store`]: re-hash policy, directory safety), the
-//! redacted [`secret::Secret`] credentials travel in, and cosign signature verification
-//! ([`signature`]).
+//! redacted [`secret::Secret`] credentials travel in, cosign signature verification
+//! ([`signature`]), and when a staged rollout adopts a new digest ([`rollout`]).
 //!
 //! Must never: do IO (files, sockets, clocks read behind the caller's back: time is always
 //! passed in), depend on an async runtime, an HTTP client or a TLS stack. Everything here is
@@ -28,6 +28,7 @@ pub mod perms;
 pub mod rate;
 pub mod resume;
 pub mod retry;
+pub mod rollout;
 pub mod schedule;
 pub mod secret;
 pub mod signature;
