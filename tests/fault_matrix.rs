@@ -5,8 +5,7 @@
 //! its `Knobs`) through the library (`edgepull::app::puller_blocking`, as `tests/common`
 //! does). "ok" means the pull succeeds and the store verifies; a category is the exit
 //! category (`edgepull::exit::Category`, exit code in brackets) the pull fails with; quoted
-//! text is a fragment of the error chain. "ignored (weakness N)" cells state the behaviour
-//! after a fix that is being made elsewhere; they are `#[ignore]`d until it is merged.
+//! text is a fragment of the error chain. Every cell runs: none may be `#[ignore]`d.
 //!
 //! `matrix_table_lists_every_cell_once` checks that every row below is a test of this file
 //! and every test is a row, and prints the table (`cargo test --test fault_matrix -- --nocapture
@@ -80,8 +79,8 @@ mod fault_matrix {
     pub(crate) mod transport;
 }
 
-/// Every row of the matrix is a test of this file, every test is a row, once each; an
-/// ignored row says so in its status. Prints the table.
+/// Every row of the matrix is a test of this file, every test is a row, once each, and no
+/// cell is ignored. Prints the table.
 #[test]
 fn matrix_table_lists_every_cell_once() {
     let doc = include_str!("fault_matrix.rs");
@@ -103,39 +102,31 @@ fn matrix_table_lists_every_cell_once() {
         assert_eq!(cells.len(), 3, "malformed row: {line}");
         rows.push((cells[0].trim_matches('`').to_string(), cells[2].to_string()));
     }
-    // (name, ignored) of every #[test] in the cell files.
-    let mut tests: Vec<(String, bool)> = Vec::new();
+    // The name of every #[test] in the cell files.
+    let mut tests: Vec<String> = Vec::new();
     for src in sources {
-        let lines: Vec<&str> = src.lines().collect();
-        for (i, l) in lines.iter().enumerate() {
-            if l.trim() != "#[test]" {
+        assert!(
+            !src.contains("#[ignore"),
+            "a fault-matrix cell is ignored: every cell must run"
+        );
+        let mut lines = src.lines().map(str::trim);
+        while let Some(l) = lines.next() {
+            if l != "#[test]" {
                 continue;
             }
-            let mut ignored = false;
-            for next in &lines[i + 1..] {
-                let next = next.trim();
-                if next.starts_with("#[ignore") {
-                    ignored = true;
-                } else if let Some(rest) = next.strip_prefix("fn ") {
-                    let name = rest.split('(').next().unwrap_or_default().to_string();
-                    tests.push((name, ignored));
-                    break;
-                }
-            }
+            let name = lines
+                .find_map(|next| next.strip_prefix("fn "))
+                .and_then(|rest| rest.split('(').next())
+                .unwrap_or_default();
+            tests.push(name.to_string());
         }
     }
     for (name, status) in &rows {
-        let Some((_, ignored)) = tests.iter().find(|(t, _)| t == name) else {
-            panic!("matrix row {name} has no test");
-        };
-        assert_eq!(
-            *ignored,
-            status.starts_with("ignored"),
-            "{name}: status {status:?} disagrees with the test's #[ignore]"
-        );
+        assert!(tests.contains(name), "matrix row {name} has no test");
+        assert_eq!(status, "pass", "{name}: every cell runs and passes");
         assert_eq!(rows.iter().filter(|(r, _)| r == name).count(), 1, "{name} twice");
     }
-    for (name, _) in &tests {
+    for name in &tests {
         assert!(
             rows.iter().any(|(r, _)| r == name),
             "test {name} is not in the matrix"
