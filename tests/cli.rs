@@ -4,29 +4,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use edgepull_testkit::{AuthMode, ServerName, random_bytes};
-
-/// The binary under test: this build's, or `EDGEPULL_TEST_BIN` run through the optional
-/// `EDGEPULL_TEST_RUNNER` (e.g. `qemu-aarch64` for a cross-built ARM binary), so the same
-/// assertions run on every target.
-fn binary() -> Command {
-    let bin = std::env::var_os("EDGEPULL_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_edgepull").into());
-    let runner = std::env::var("EDGEPULL_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        // e.g. EDGEPULL_TEST_RUNNER="qemu-aarch64 -cpu cortex-a53"
-        Some(program) => {
-            let mut c = Command::new(program);
-            c.args(words).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    }
-}
 
 fn edgepull(config: &Path, args: &[&str]) -> Output {
     binary()

@@ -20,22 +20,6 @@ use edgepull_testkit::{ServerName, random_bytes};
 const MIB: u64 = 1024 * 1024;
 const CHECKPOINT_BYTES: u64 = 256 * 1024;
 
-/// The binary under test (as in `tests/cli.rs`: `EDGEPULL_TEST_BIN` and
-/// `EDGEPULL_TEST_RUNNER` may replace it).
-fn binary() -> Command {
-    let bin = std::env::var_os("EDGEPULL_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_edgepull").into());
-    let runner = std::env::var("EDGEPULL_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        Some(program) => {
-            let mut c = Command::new(program);
-            c.args(words).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    }
-}
-
 fn edgepull(config: &Path, args: &[&str]) -> Output {
     binary()
         .arg("--config")

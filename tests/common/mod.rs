@@ -151,3 +151,20 @@ pub(crate) fn blob_files(store_root: &Path) -> Vec<String> {
 pub(crate) fn has_blob_file(store_root: &Path, d: &Digest) -> bool {
     store_root.join("oci/blobs/sha256").join(d.hex()).exists()
 }
+
+/// The binary under test: this build's, or `EDGEPULL_TEST_BIN` run through the optional
+/// `EDGEPULL_TEST_RUNNER` (e.g. `qemu-aarch64 -cpu cortex-a53` for a cross-built ARM
+/// binary), so the same assertions run on every target.
+pub(crate) fn binary() -> std::process::Command {
+    let bin = std::env::var_os("EDGEPULL_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_edgepull").into());
+    let runner = std::env::var("EDGEPULL_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = std::process::Command::new(program);
+            c.args(words).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    }
+}
