@@ -108,15 +108,11 @@ fn docker_content_digest_mismatch_is_refused() {
     let other = Digest::of(b"another manifest");
     env.fake
         .update_knobs(|k| k.docker_content_digest_override = Some(other.to_string()));
-    let puller = serial_puller(&env);
-    pull_fails(
+    refused_before_any_download(
         &env,
-        &puller,
-        "x",
         Category::Integrity,
         &["Docker-Content-Digest", &other.to_string()],
     );
-    assert!(data_requests(&env).is_empty());
 }
 
 #[test]
@@ -125,15 +121,11 @@ fn malformed_docker_content_digest_is_refused() {
     image(&env, vec![random_bytes(100)]);
     env.fake
         .update_knobs(|k| k.docker_content_digest_override = Some("sha256:not-hex".into()));
-    let puller = serial_puller(&env);
-    pull_fails(
+    refused_before_any_download(
         &env,
-        &puller,
-        "x",
         Category::Registry,
         &["malformed Docker-Content-Digest header", "sha256:not-hex"],
     );
-    assert!(data_requests(&env).is_empty());
 }
 
 #[test]
@@ -215,15 +207,11 @@ fn nested_index_is_refused() {
         .into_bytes();
     let len = inner.len() as u64;
     index_over(&env, inner, OCI_INDEX, len);
-    let puller = serial_puller(&env);
-    pull_fails(
+    refused_before_any_download(
         &env,
-        &puller,
-        "x",
         Category::Registry,
         &["nested indexes are not supported", "linux/arm64"],
     );
-    assert!(data_requests(&env).is_empty());
 }
 
 #[test]
@@ -233,15 +221,11 @@ fn index_entry_size_mismatch_is_refused() {
     let inner = manifest(&cfg, vec![]);
     let len = inner.len() as u64;
     index_over(&env, inner, OCI_MANIFEST, len + 1);
-    let puller = serial_puller(&env);
-    pull_fails(
+    refused_before_any_download(
         &env,
-        &puller,
-        "x",
         Category::Integrity,
         &[&format!("has {} bytes but {len} arrived", len + 1)],
     );
-    assert!(data_requests(&env).is_empty());
 }
 
 #[test]

@@ -77,6 +77,14 @@ pub(crate) fn pull_fails(
     chain
 }
 
+/// Pull tag `x` one blob at a time: it fails with `want` and `fragments` (as
+/// [`pull_fails`]), and no request reached a data endpoint.
+pub(crate) fn refused_before_any_download(env: &Env, want: Category, fragments: &[&str]) {
+    let puller = serial_puller(env);
+    pull_fails(env, &puller, "x", want, fragments);
+    assert!(data_requests(env).is_empty());
+}
+
 /// No blob of `blobs` is visible, and no image is recorded.
 pub(crate) fn assert_nothing_visible(env: &Env, blobs: &[Descriptor]) {
     for b in blobs {
