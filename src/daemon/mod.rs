@@ -46,6 +46,8 @@ mod files;
 mod hook;
 mod job;
 mod metrics;
+mod outcome;
+mod reload;
 mod rollout;
 mod setup;
 mod slot;
@@ -64,7 +66,7 @@ use tokio_util::sync::CancellationToken;
 use self::files::Files;
 use self::job::{Job, JobError, JobEvent, JobOutcome, Tracker};
 use self::metrics::Metrics;
-use self::slot::{Note, Slot};
+use self::slot::Slot;
 use self::status::{STATUS_VERSION, Stamp, State, Status};
 use crate::config::{Config, ConfigError};
 use crate::exit::Category;
@@ -72,7 +74,7 @@ use crate::link::Link;
 use crate::pull::Puller;
 use crate::store::{Store, StoreError};
 use crate::systemd::Notifier;
-use edgepull_core::schedule::{BACKOFF_BASE, JobPhase, Silences, poll_delay, watchdog_ping};
+use edgepull_core::schedule::{JobPhase, Silences, watchdog_ping};
 
 /// How long shutdown waits for a running job to checkpoint and stop before abandoning it.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -416,140 +418,6 @@ impl Daemon {
         }
     }
 
-    fn interval_of(&self, slot: &Slot) -> Duration {
-        slot.image.interval.unwrap_or(self.cfg.sync.interval)
-    }
-
-    fn finish_job(&mut self, name: &str, outcome: JobOutcome) {
-        let (downloaded, resumed) = self.tracker.take_counters();
-        let now = SystemTime::now();
-        let sync = self.cfg.sync;
-        let Some(i) = self.slots.iter().position(|s| s.name == name) else {
-            return; // removed by a reload while it ran
-        };
-        let interval = self.interval_of(&self.slots[i]);
-        let mut refusal = false;
-        let m = self.metrics.image(name);
-        m.bytes_downloaded += downloaded;
-        m.bytes_resumed += resumed;
-        let slot = &mut self.slots[i];
-        let next_poll = Instant::now() + poll_delay(interval, sync.jitter.get(), rand::random());
-        if !matches!(outcome, JobOutcome::Cancelled) {
-            slot.checks += 1;
-        }
-        let pending_before = slot.pending.map(|(p, _)| p);
-        match outcome {
-            JobOutcome::Unchanged => {
-                if let Some((p, _)) = slot.pending.take() {
-                    tracing::info!(image_ref = %name, digest = %p.digest, "the tag moved back to the current version; the pending update is cancelled");
-                }
-                slot.adopt_now = false;
-                slot.prefetched = false;
-                slot.refused = None;
-                slot.state = State::Idle;
-                slot.note = None;
-                slot.last_success = Some(now);
-                slot.backoff.reset();
-                slot.next_due = next_poll;
-                m.last_success = Some(Stamp::of(now).unix);
-            }
-            JobOutcome::Updated(u) => {
-                slot.pending = None;
-                slot.adopt_now = false;
-                slot.prefetched = false;
-                slot.refused = None;
-                slot.state = State::Idle;
-                slot.note = None;
-                slot.current = Some(u.manifest);
-                if u.switched {
-                    slot.previous = u.previous.or(slot.previous);
-                }
-                slot.bytes_total = u.total_bytes;
-                slot.bytes_done = u.total_bytes;
-                slot.last_success = Some(now);
-                slot.backoff.reset();
-                slot.next_due = next_poll;
-                if let Some((end, at)) = u.hook {
-                    slot.last_hook = Some(slot::hook_status(&end, at, &u.manifest));
-                }
-                m.pulls_ok += 1;
-                m.last_success = Some(Stamp::of(now).unix);
-            }
-            JobOutcome::Deferred(deferral) => {
-                slot.state = State::Deferred;
-                slot.note = Some(Note::Deferred(deferral));
-                slot.backoff.reset();
-                slot.next_due = next_poll;
-                m.deferred += 1;
-            }
-            JobOutcome::Failed(error) => {
-                let wait = slot.backoff.on_failure(
-                    BACKOFF_BASE,
-                    sync.backoff_max,
-                    error.retry_after(),
-                    rand::random(),
-                );
-                slot.state = State::Error;
-                slot.note = Some(Note::Retrying(wait));
-                refusal = error.category() == Category::Policy;
-                slot.last_error = Some((now, error));
-                slot.next_due = Instant::now() + wait;
-                m.pulls_failed += 1;
-            }
-            JobOutcome::Paused(p) => {
-                // Poll (HEAD) as usual; download again when the link opens.
-                slot.state = State::Idle;
-                slot.note = None;
-                slot.next_due = next_poll.min(Instant::now() + self.link.until(&p));
-                self.link.flush();
-            }
-            JobOutcome::Refused { digest, error } => {
-                // The current version stays; the tag is polled as usual (no backoff).
-                slot.state = State::Error;
-                slot.note = None;
-                slot.backoff.reset();
-                slot.next_due = next_poll;
-                slot.pending = None;
-                slot.adopt_now = false;
-                if let Some(error) = error {
-                    let refusal = error.signature().map(|e| e.refusal());
-                    slot.refused = refusal.map(|r| (digest, r));
-                    slot.last_error = Some((now, error));
-                    m.pulls_failed += 1;
-                }
-            }
-            JobOutcome::Waiting {
-                pending,
-                until,
-                prefetched,
-            } => {
-                // Checked as usual (a tag moved back cancels it), and at the slot.
-                slot.refused = None;
-                slot.state = State::Idle;
-                slot.note = None;
-                slot.pending = Some((pending, until));
-                slot.prefetched = prefetched;
-                slot.last_success = Some(now);
-                slot.backoff.reset();
-                let wait = Duration::from_secs(until.saturating_sub(Stamp::of(now).unix));
-                slot.next_due = Instant::now()
-                    .checked_add(wait)
-                    .map_or(next_poll, |at| at.min(next_poll));
-                m.last_success = Some(Stamp::of(now).unix);
-            }
-            JobOutcome::Cancelled => {
-                slot.state = State::Idle;
-            }
-        }
-        if slot.pending.map(|(p, _)| p) != pending_before {
-            self.save_pending();
-        }
-        if refusal {
-            self.metrics.egress_refusals += 1;
-        }
-        self.publish();
-    }
-
     /// [`Request::CheckNow`]: every image is due.
     fn check_now(&mut self) {
         tracing::info!("checking every image now");
@@ -579,68 +447,6 @@ impl Daemon {
     /// Hand the pending digests to `rollout.json`'s writer.
     fn save_pending(&mut self) {
         self.record.save(rollout::pending_of(&self.slots));
-    }
-
-    /// [`Request::Reload`]: re-read the config; keep the running one if the new one is refused.
-    async fn reload(&mut self) {
-        self.notifier.reloading();
-        tracing::info!(config = %self.cfg.path.display(), "reloading the config");
-        match self.try_reload().await {
-            Ok(()) => tracing::info!(images = self.slots.len(), "config reloaded"),
-            Err(e) => tracing::error!(
-                config = %self.cfg.path.display(),
-                error = %crate::error_chain(&e),
-                "config reload refused; still running with the previous config"
-            ),
-        }
-        self.publish();
-        self.files.flush().await;
-        self.notifier.ready();
-    }
-
-    async fn try_reload(&mut self) -> Result<(), DaemonError> {
-        let new = setup::load_config(self.cfg.path.clone()).await?;
-        if new.store.path != self.cfg.store.path {
-            return Err(DaemonError::StoreMoved {
-                from: self.cfg.store.path.clone(),
-                to: new.store.path,
-            });
-        }
-        for note in &new.notes {
-            tracing::warn!(config = %new.path.display(), "{note}");
-        }
-        let puller = setup::build_puller(&new, &self.store, &self.tracker, &self.cancel, &self.link).await?;
-        self.link.reconfigure(&new.link).await;
-        let now = Instant::now();
-        let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
-        self.slots = new
-            .images
-            .iter()
-            .map(
-                |img| match old.iter().position(|s| s.image.reference == img.reference) {
-                    Some(p) => {
-                        let mut s = old.swap_remove(p);
-                        if s.image.interval != img.interval {
-                            s.next_due = now;
-                        }
-                        s.image = img.clone();
-                        s
-                    }
-                    None => Slot::new(img.clone(), now),
-                },
-            )
-            .collect();
-        self.puller = puller;
-        self.silences = setup::silences(&new);
-        self.cfg = new;
-        self.load_local_state().await;
-        rollout::refresh_adopt_at(&mut self.slots, &self.cfg.rollout);
-        for s in &self.slots {
-            self.metrics.image(&s.name);
-        }
-        let names: Vec<String> = self.slots.iter().map(|s| s.name.clone()).collect();
-        self.metrics.images.retain(|k, _| names.contains(k));
-        Ok(())
     }
 
     async fn shutdown(&mut self) {
