@@ -3,7 +3,9 @@
 //!
 //! `cargo run --release --example demo` pulls a multi-arch image as an arm64 device in
 //! eastus — with progress, one dropped connection that resumes with a `Range` request, and
-//! the store listed and verified — then shows the refusal of a redirect to westus.
+//! the store listed and verified — then shows the refusal of a redirect to westus, and
+//! signed updates: with `signatures.public_keys` set, a release signed by the fleet's key
+//! (cosign format) is adopted and an unsigned one is refused (exit code 11).
 //!
 //! `cargo run --release --example demo -- --serve DIR` only starts the registry (same
 //! image), writes `DIR/config.json` for the `edgepull` binary, and waits for Ctrl-C: for
@@ -18,12 +20,15 @@ use std::time::Duration;
 use edgepull::config::Config;
 use edgepull::progress::{Bars, LogLines, Progress};
 use edgepull::store::Store;
-use edgepull_core::oci::{Platform, Reference};
+use edgepull_core::oci::{Digest, Platform, Reference};
 use edgepull_testkit::{AuthMode, FakeOptions, FakeRegistry, ServerName, random_bytes};
 
 const REPO: &str = "app";
 
-fn push_demo_image(fake: &FakeRegistry, tag: &str, big_mib: usize) {
+#[path = "../tests/common/signing.rs"]
+mod signing;
+
+fn push_demo_image(fake: &FakeRegistry, tag: &str, big_mib: usize) -> Digest {
     let p = |s: &str| Platform::parse(s).expect("valid demo platform");
     fake.push_index(
         REPO,
@@ -43,7 +48,7 @@ fn push_demo_image(fake: &FakeRegistry, tag: &str, big_mib: usize) {
             ),
             (p("linux/arm/v7"), vec![random_bytes(2 << 20)]),
         ],
-    );
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -175,9 +180,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         println!(
-            "   connections made to westus: {}",
+            "   connections made to westus: {}\n",
             fake.connections(ServerName::WestUs)
         );
+
+        println!("4) signed updates: signatures.public_keys = [release.pub]");
+        fake.update_knobs(|k| k.redirect_region = "eastus".into());
+        let signer = signing::Signer::new();
+        let key = signer.write_public(work.path(), "release.pub");
+        let mut raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path)?)?;
+        raw["signatures"] = serde_json::json!({ "public_keys": [key] });
+        let signed_config = work.path().join("config-signed.json");
+        std::fs::write(&signed_config, serde_json::to_vec_pretty(&raw)?)?;
+        let cfg = Config::load(&signed_config)?;
+        let puller = edgepull::app::puller(&cfg, store.clone(), Arc::new(edgepull::progress::Silent)).await?;
+        let repository = format!("{}/{REPO}", fake.login_host());
+        let signed = push_demo_image(&fake, "2.0", 1);
+        let payload = signing::payload(&repository, &signed);
+        let signature = signer.sign(&payload);
+        signing::push_signatures(&fake, REPO, &signed, &[(payload, signature)]);
+        let unsigned = push_demo_image(&fake, "2.1", 1);
+        println!(
+            "   {REPO}:2.0 -> {signed}, signed by release.pub (tag {})",
+            edgepull_core::signature::signature_tag(&signed)
+        );
+        println!("   {REPO}:2.1 -> {unsigned}, not signed");
+        for tag in ["2.0", "2.1"] {
+            let r = Reference::parse_with_default(&format!("{REPO}:{tag}"), &cfg.registry.login_server)?;
+            match puller.pull(&r).await {
+                Ok(report) => println!(
+                    "   pull {REPO}:{tag}: adopted {} (signature verified)",
+                    report.manifest.digest
+                ),
+                Err(e) => {
+                    println!("   pull {REPO}:{tag}: refused: {}", edgepull::error_chain(&e));
+                    println!("   exit code a CLI pull would return: {}", e.category().code());
+                }
+            }
+        }
+        let listed: Vec<String> = store.images().await?.into_iter().map(|i| i.ref_name).collect();
+        println!("   store list: {}", listed.join(", "));
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
     Ok(())

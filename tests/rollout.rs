@@ -4,16 +4,17 @@
 //! test computes), never before; `first_seen` survives a SIGKILL; a tag moved back cancels
 //! the pending digest; SIGUSR1 checks without skipping the wait and SIGUSR2 skips it.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgepull_core::oci::{Digest, Platform};
 use edgepull_core::rollout::slot;
-use edgepull_testkit::{AuthMode, FakeOptions, FakeRegistry, random_bytes};
+use edgepull_testkit::{FakeRegistry, random_bytes};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_edgepull");
+use common::device::{Device, token_registry};
+
 /// How late an adoption may be after its slot: the 1 s poll plus the pull.
 const LATE: f64 = 2.5;
 
@@ -22,16 +23,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-fn fake() -> FakeRegistry {
-    FakeRegistry::start_blocking(FakeOptions {
-        auth: AuthMode::Token {
-            user: "device".into(),
-            pass: "device-password".into(),
-        },
-        ..Default::default()
-    })
 }
 
 fn push(fake: &FakeRegistry, tag: &str) -> (Digest, Vec<Digest>) {
@@ -52,120 +43,15 @@ fn device_id(prefix: &str, window: u64, want: &[(Digest, std::ops::RangeInclusiv
         .expect("a device id with the wanted slots")
 }
 
-struct Device {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Device {
-    fn new(fake: &FakeRegistry, id: &str, rollout: Value) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = fake.write_client_files(dir.path());
-        let id_file = dir.path().join("machine-id");
+/// A device with id `id` and the `rollout` section (its `device_id_file` added).
+fn device(fake: &FakeRegistry, id: &str, rollout: Value) -> Device {
+    Device::new(fake, |v, dir| {
+        let id_file = dir.join("machine-id");
         std::fs::write(&id_file, format!("{id}\n")).unwrap();
-        let mut v: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
-        v["images"] = json!([{ "ref": "app:stable", "interval_secs": 1 }]);
-        v["sync"] = json!({ "jitter": 0.0, "backoff_max_secs": 2 });
-        v["store"]["min_free_bytes"] = json!(0);
         let mut rollout = rollout;
         rollout["device_id_file"] = json!(id_file);
         v["rollout"] = rollout;
-        std::fs::write(&config, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-        let mut d = Self {
-            dir,
-            config,
-            child: None,
-        };
-        d.start();
-        d
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("daemon.log")
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log())
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .args(["--log-format", "text"])
-            .env_remove("NOTIFY_SOCKET")
-            .env("EDGEPULL_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start edgepull run");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no chance to write anything more.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn signal(&self, sig: rustix::process::Signal) {
-        let pid = self.child.as_ref().unwrap().id() as i32;
-        rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), sig).unwrap();
-    }
-
-    fn image(&self) -> Value {
-        std::fs::read(self.store().join("status.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .map_or(Value::Null, |s| s["images"][0].clone())
-    }
-
-    fn current(&self) -> Option<String> {
-        self.image()["current_digest"].as_str().map(str::to_string)
-    }
-
-    fn pending(&self) -> Option<(String, u64)> {
-        let i = self.image();
-        Some((
-            i["pending_digest"].as_str()?.to_string(),
-            i["adopt_at"]["unix"].as_u64()?,
-        ))
-    }
-
-    /// `first_seen` of the pending digest in `rollout.json`.
-    fn first_seen(&self) -> Option<(String, u64)> {
-        let v: Value =
-            serde_json::from_slice(&std::fs::read(self.store().join("rollout.json")).ok()?).ok()?;
-        let (_, e) = v["pending"].as_object()?.iter().next()?;
-        Some((e["digest"].as_str()?.to_string(), e["first_seen"].as_u64()?))
-    }
-
-    fn has_blob(&self, d: &Digest) -> bool {
-        self.store().join("oci/blobs/sha256").join(d.hex()).exists()
-    }
-
-    #[track_caller]
-    fn fail(&self, what: &str) -> ! {
-        panic!(
-            "{what}\n--- daemon log ---\n{}",
-            std::fs::read_to_string(self.log()).unwrap_or_default()
-        );
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    })
 }
 
 /// Poll `devices` every 20 ms until `done` holds for all, or fail after `limit`.
@@ -200,7 +86,7 @@ fn adopted_at(d: &Device, want: &Digest, limit: Duration) -> f64 {
 #[test]
 fn two_devices_adopt_at_their_own_slots_across_a_restart_and_a_tag_moved_back_cancels() {
     let window = 20;
-    let fake = fake();
+    let fake = token_registry();
     let (v1, _) = push(&fake, "stable");
     let (v2, v2_blobs) = push(&fake, "candidate-2");
     let (v3, _) = push(&fake, "candidate-3");
@@ -210,8 +96,8 @@ fn two_devices_adopt_at_their_own_slots_across_a_restart_and_a_tag_moved_back_ca
     let b_id = device_id("device-b", window, &[(v2, 12..=16), (v3, 7..=10)]);
     let (sa, sb) = (slot(&a_id, &v2, window), slot(&b_id, &v2, window));
     let rollout = json!({ "window_secs": window });
-    let a = Device::new(&fake, &a_id, rollout.clone());
-    let mut b = Device::new(&fake, &b_id, rollout);
+    let a = device(&fake, &a_id, rollout.clone());
+    let mut b = device(&fake, &b_id, rollout);
 
     // Nothing installed yet: the first version is installed at once, whatever the slot.
     wait_all(&[&a, &b], "the first install", Duration::from_secs(10), |d| {
@@ -311,11 +197,11 @@ fn two_devices_adopt_at_their_own_slots_across_a_restart_and_a_tag_moved_back_ca
 #[test]
 fn prefetch_downloads_at_once_and_sigusr2_adopts_before_the_slot() {
     let window = 3600;
-    let fake = fake();
+    let fake = token_registry();
     let (v1, _) = push(&fake, "stable");
     let (v2, v2_blobs) = push(&fake, "candidate");
     let id = device_id("device-p", window, &[(v2, 1800..=3599)]);
-    let d = Device::new(&fake, &id, json!({ "window_secs": window, "prefetch": true }));
+    let d = device(&fake, &id, json!({ "window_secs": window, "prefetch": true }));
     wait_all(&[&d], "the first install", Duration::from_secs(10), |d| {
         d.current() == Some(v1.to_string())
     });

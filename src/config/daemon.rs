@@ -35,6 +35,15 @@ const BACKOFF_MAX_SECS: Limits = Limits {
     max: 24 * 3600,
     unit: " seconds (default 900)",
 };
+/// Default `hooks.health_timeout_secs`.
+const DEFAULT_HEALTH_TIMEOUT_SECS: u64 = 120;
+
+/// `hooks.health_timeout_secs`: up to an hour.
+const HEALTH_TIMEOUT_SECS: Limits = Limits {
+    min: 1,
+    max: 3600,
+    unit: " seconds (default 120)",
+};
 /// `hooks.timeout_secs`: up to an hour.
 const HOOK_TIMEOUT_SECS: Limits = Limits {
     min: 1,
@@ -96,6 +105,11 @@ pub(crate) struct HooksConfig {
     pub(crate) on_update: Option<Vec<String>>,
     /// How long a hook may run before it is killed.
     pub(crate) timeout: Duration,
+    /// Command (argv, no shell) run after `on_update` to judge the new version: a non-zero
+    /// exit, a signal or a timeout rolls the image back to the previous version.
+    pub(crate) health_check: Option<Vec<String>>,
+    /// How long the health check may run before it is killed (and counted as failed).
+    pub(crate) health_timeout: Duration,
 }
 
 impl Default for HooksConfig {
@@ -103,6 +117,8 @@ impl Default for HooksConfig {
         Self {
             on_update: None,
             timeout: Duration::from_secs(DEFAULT_HOOK_TIMEOUT_SECS),
+            health_check: None,
+            health_timeout: Duration::from_secs(DEFAULT_HEALTH_TIMEOUT_SECS),
         }
     }
 }
@@ -142,7 +158,13 @@ impl Ctx {
         })
     }
 
-    pub(super) fn hooks(&self, raw: Option<RawHooks>) -> Result<HooksConfig, ConfigError> {
+    /// The `hooks` section. A health check needs a previous version to roll back to, so it
+    /// is refused with `store.keep_previous` 0.
+    pub(super) fn hooks(
+        &self,
+        raw: Option<RawHooks>,
+        store: &StoreConfig,
+    ) -> Result<HooksConfig, ConfigError> {
         let at = FieldPath::root().key("hooks");
         let default = HooksConfig::default();
         let Some(raw) = raw else { return Ok(default) };
@@ -151,9 +173,29 @@ impl Ctx {
             Some(argv) => Some(self.argv(&at.key("on_update"), argv)?),
         };
         let timeout = self.secs(&at.key("timeout_secs"), raw.timeout_secs, HOOK_TIMEOUT_SECS)?;
+        let health_check = match raw.health_check {
+            None => None,
+            Some(argv) => Some(self.argv(&at.key("health_check"), argv)?),
+        };
+        if health_check.is_some() && store.keep_previous == 0 {
+            return Err(self.invalid(
+                &FieldPath::root().key("store").key("keep_previous"),
+                "0".to_string(),
+                "at least 1 when hooks.health_check is set: a failed health check rolls back to \
+                 the previous version, which must be kept; set store.keep_previous to 1 or \
+                 remove hooks.health_check",
+            ));
+        }
+        let health_timeout = self.secs(
+            &at.key("health_timeout_secs"),
+            raw.health_timeout_secs,
+            HEALTH_TIMEOUT_SECS,
+        )?;
         Ok(HooksConfig {
             on_update,
             timeout: timeout.unwrap_or(default.timeout),
+            health_check,
+            health_timeout: health_timeout.unwrap_or(default.health_timeout),
         })
     }
 
@@ -164,7 +206,7 @@ impl Ctx {
                 field,
                 shown,
                 "expected a command as a list, program first, e.g. [\"/usr/local/bin/restart-app\", \"--graceful\"]; \
-                 remove hooks.on_update to run nothing",
+                 leave the hook out to run nothing",
             ));
         };
         if !program.starts_with('/') {
@@ -272,6 +314,16 @@ mod tests {
             Some(&["/usr/local/bin/restart".to_string(), "--now".into(), "".into()][..])
         );
         assert_eq!(c.hooks.timeout, Duration::from_secs(5));
+        assert_eq!(c.hooks.health_check, None);
+        let h = ok(&with(|v| {
+            v["hooks"] = json!({ "health_check": ["/usr/local/bin/app-healthy", "--quick"], "health_timeout_secs": 30 });
+        }));
+        assert_eq!(
+            h.hooks.health_check.as_deref(),
+            Some(&["/usr/local/bin/app-healthy".to_string(), "--quick".into()][..])
+        );
+        assert_eq!(h.hooks.health_timeout, Duration::from_secs(30));
+        assert_eq!(h.hooks.on_update, None);
         assert_eq!(
             c.metrics.textfile.as_deref(),
             Some(std::path::Path::new("/var/lib/node-exporter/edgepull.prom"))
@@ -326,6 +378,29 @@ mod tests {
                 |v| v["hooks"] = json!({ "timeout_secs": 0 }),
                 "hooks.timeout_secs",
                 &["1 to 3600"],
+            ),
+            (
+                |v| v["hooks"] = json!({ "health_check": ["healthy"] }),
+                "hooks.health_check[0]",
+                &["absolute path"],
+            ),
+            (
+                |v| v["hooks"] = json!({ "health_check": [] }),
+                "hooks.health_check",
+                &["program first"],
+            ),
+            (
+                |v| v["hooks"] = json!({ "health_timeout_secs": 7200 }),
+                "hooks.health_timeout_secs",
+                &["1 to 3600"],
+            ),
+            (
+                |v| {
+                    v["hooks"] = json!({ "health_check": ["/bin/true"] });
+                    v["store"] = json!({ "keep_previous": 0 });
+                },
+                "store.keep_previous",
+                &["hooks.health_check", "roll"],
             ),
             (
                 |v| v["metrics"] = json!({ "textfile": "/var/lib/x/edgepull.txt" }),

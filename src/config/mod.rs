@@ -29,7 +29,8 @@
 //! - `platform`, `images` (`[{ref, interval_secs, identity}]`), `concurrency`,
 //!   `timeouts` (`{connect_secs, idle_read_secs}`), `signatures` (`{public_keys}`).
 //! - Daemon mode (`edgepull run`, see `daemon`): `sync`
-//!   (`{interval_secs, jitter, backoff_max_secs}`), `hooks` (`{on_update, timeout_secs}`),
+//!   (`{interval_secs, jitter, backoff_max_secs}`), `hooks` (`{on_update, timeout_secs, health_check,
+//!   health_timeout_secs}`),
 //!   `metrics` (`{textfile}`).
 //! - `link` (`pull` and `run`): `{max_bytes_per_sec, max_bytes_per_day, windows,
 //!   timezone}`.
@@ -264,7 +265,7 @@ impl Ctx {
             });
         let timeouts = self.timeouts(raw.timeouts)?;
         let sync = self.sync(raw.sync)?;
-        let hooks = self.hooks(raw.hooks)?;
+        let hooks = self.hooks(raw.hooks, &store)?;
         let metrics = self.metrics(raw.metrics, &store)?;
         let link = self.link(raw.link)?;
         let signatures = raw.signatures.map(|s| self.signatures(s)).transpose()?;

@@ -101,6 +101,8 @@ pub(super) struct RawSync {
 pub(super) struct RawHooks {
     pub(super) on_update: Option<Vec<String>>,
     pub(super) timeout_secs: Option<u64>,
+    pub(super) health_check: Option<Vec<String>>,
+    pub(super) health_timeout_secs: Option<u64>,
 }
 
 /// `metrics` (daemon mode).

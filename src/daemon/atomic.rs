@@ -129,6 +129,18 @@ pub(crate) fn remove_stale_temps(target: &Path) {
     }
 }
 
+/// The bytes of the small file `path`, at most `max` of them (blocking); `None` when it
+/// does not exist. For the daemon's own records (`rollout.json`, `health.json`).
+pub(crate) fn read_small(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    match std::fs::File::open(path).and_then(|f| f.take(max).read_to_end(&mut bytes)) {
+        Ok(_) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Why the metrics textfile's directory was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", describe(dir, problem))]

@@ -113,6 +113,10 @@ pub(crate) struct HookEnv<'a> {
     pub(crate) previous: &'a str,
     /// The OCI layout directory.
     pub(crate) layout: &'a Path,
+    /// `on_update` after a failed health check rolled the image back
+    /// (`EDGEPULL_ROLLBACK=1`; `digest` is then the restored version and `previous` the
+    /// failed one).
+    pub(crate) rollback: bool,
 }
 
 /// The hook's whole environment: the `EDGEPULL_*` variables of `env`, `PATH` (from
@@ -127,13 +131,16 @@ pub(crate) fn hook_env(
         ("EDGEPULL_DIGEST", env.digest.into()),
         ("EDGEPULL_PREVIOUS_DIGEST", env.previous.into()),
         ("EDGEPULL_LAYOUT", env.layout.as_os_str().to_owned()),
-        (
-            "PATH",
-            daemon_var("PATH")
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| DEFAULT_PATH.into()),
-        ),
     ];
+    if env.rollback {
+        vars.push(("EDGEPULL_ROLLBACK", "1".into()));
+    }
+    vars.push((
+        "PATH",
+        daemon_var("PATH")
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| DEFAULT_PATH.into()),
+    ));
     if let Some(lang) = daemon_var("LANG") {
         vars.push(("LANG", lang));
     }
@@ -243,6 +250,7 @@ mod tests {
             digest: "sha256:new",
             previous: "",
             layout,
+            rollback: false,
         }
     }
 
@@ -307,6 +315,7 @@ mod tests {
             digest: "sha256:new",
             previous: "sha256:old",
             layout,
+            rollback: false,
         };
         let daemon = |vars: &'static [(&'static str, &'static str)]| {
             move |name: &str| {
@@ -343,6 +352,11 @@ mod tests {
         // No PATH (or an empty one): the safe default; no LANG: none.
         assert_eq!(hook_env(&e, daemon(&[])), want(DEFAULT_PATH, None));
         assert_eq!(hook_env(&e, daemon(&[("PATH", "")])), want(DEFAULT_PATH, None));
+        // After a rollback: EDGEPULL_ROLLBACK=1, before PATH.
+        let back = HookEnv { rollback: true, ..e };
+        let mut with_rollback = want(DEFAULT_PATH, None);
+        with_rollback.insert(4, ("EDGEPULL_ROLLBACK", "1".into()));
+        assert_eq!(hook_env(&back, daemon(&[])), with_rollback);
     }
 
     /// Whether `pid` runs (a zombie waiting for init to reap it does not).

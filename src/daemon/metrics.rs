@@ -25,6 +25,10 @@ pub(crate) struct ImageMetrics {
     pub pulls_failed: u64,
     /// Downloads deferred for the disk budget.
     pub deferred: u64,
+    /// Health checks (`hooks.health_check`) that failed.
+    pub health_failures: u64,
+    /// Rollbacks after a failed health check.
+    pub rollbacks: u64,
     /// Unix time of the last successful check, if any.
     pub last_success: Option<u64>,
 }
@@ -93,6 +97,18 @@ impl Metrics {
             "counter",
             "Downloads deferred because they did not fit the disk budget.",
             &|m| Some(m.deferred.to_string()),
+        );
+        family(
+            "edgepull_health_check_failures_total",
+            "counter",
+            "Health checks after an update (hooks.health_check) that failed or timed out.",
+            &|m| Some(m.health_failures.to_string()),
+        );
+        family(
+            "edgepull_rollbacks_total",
+            "counter",
+            "Rollbacks to the previous version after a failed health check.",
+            &|m| Some(m.rollbacks.to_string()),
         );
         family(
             "edgepull_last_success_timestamp_seconds",
@@ -165,6 +181,8 @@ mod tests {
             pulls_ok: 1,
             pulls_failed: 2,
             deferred: 0,
+            health_failures: 2,
+            rollbacks: 1,
             last_success: Some(1_700_000_000),
         };
         m.image("h/we\"ird\\:1");
@@ -179,6 +197,8 @@ mod tests {
             "edgepull_last_success_timestamp_seconds{image=\"h/app:stable\"} 1700000000",
             "edgepull_pulls_ok_total{image=\"h/we\\\"ird\\\\:1\"} 0",
             "edgepull_egress_refusals_total 3",
+            "edgepull_health_check_failures_total{image=\"h/app:stable\"} 2",
+            "edgepull_rollbacks_total{image=\"h/app:stable\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing in:\n{text}");
         }

@@ -19,7 +19,7 @@
 //! collection run after a switch without racing another download.
 //!
 //! Watchdog: a turning loop is not enough. While a job runs, a ping also needs progress
-//! from it: a stored byte or any transfer event ([`job::Tracker::activity`]), or a new
+//! from it: a stored byte or any transfer event ([`tracker::Tracker::activity`]), or a new
 //! phase ([`JobEvent`]). [`edgepull_core::schedule::watchdog_ping`] decides, allowing
 //! each phase the silence its own bounds permit (the network timeouts and retry waits,
 //! the hook timeout; [`setup::silences`]): a stalled server is answered by those, never by
@@ -43,6 +43,7 @@
 
 mod atomic;
 mod files;
+mod health;
 mod hook;
 mod job;
 mod metrics;
@@ -52,6 +53,7 @@ mod rollout;
 mod setup;
 mod slot;
 pub mod status;
+mod tracker;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -64,10 +66,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::files::Files;
-use self::job::{Job, JobError, JobEvent, JobOutcome, Tracker};
+use self::job::{Job, JobError, JobEvent, JobOutcome};
 use self::metrics::Metrics;
 use self::slot::Slot;
 use self::status::{STATUS_VERSION, Stamp, State, Status};
+use self::tracker::Tracker;
 use crate::config::{Config, ConfigError};
 use crate::exit::Category;
 use crate::link::Link;
@@ -291,11 +294,19 @@ impl Daemon {
     /// The current and previous digests recorded in the store.
     async fn load_local_state(&mut self) {
         let (images, previous) = setup::recorded_versions(&self.store).await;
+        let root = self.store.root().to_path_buf();
+        let memory = tokio::task::spawn_blocking(move || health::load(&root))
+            .await
+            .unwrap_or_default();
         for s in &mut self.slots {
-            s.current = images
-                .iter()
-                .find(|i| i.ref_name == s.name)
-                .map(|i| i.descriptor.digest);
+            let entry = images.iter().find(|i| i.ref_name == s.name);
+            s.current = entry.map(|i| i.descriptor.digest);
+            // Shown as failed only when it was rolled back (not still current).
+            let top = entry.map(|i| i.source_index.unwrap_or(i.descriptor.digest));
+            s.failed = memory
+                .get(&s.name)
+                .and_then(|m| m.failed)
+                .filter(|f| Some(*f) != top);
             s.previous = previous
                 .iter()
                 .filter(|p| p.ref_name == s.name)

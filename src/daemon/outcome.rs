@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::Daemon;
-use super::job::JobOutcome;
+use super::hook::HookEnd;
+use super::job::{JobError, JobOutcome};
 use super::slot::{self, Note, Slot};
 use super::status::{Stamp, State};
 use crate::exit::Category;
@@ -47,6 +48,7 @@ impl Daemon {
                 slot.adopt_now = false;
                 slot.prefetched = false;
                 slot.refused = None;
+                slot.failed = None;
                 slot.state = State::Idle;
                 slot.note = None;
                 slot.last_success = Some(now);
@@ -59,6 +61,7 @@ impl Daemon {
                 slot.adopt_now = false;
                 slot.prefetched = false;
                 slot.refused = None;
+                slot.failed = None;
                 slot.state = State::Idle;
                 slot.note = None;
                 slot.current = Some(u.manifest);
@@ -72,6 +75,13 @@ impl Daemon {
                 slot.next_due = next_poll;
                 if let Some((end, at)) = u.hook {
                     slot.last_hook = Some(slot::hook_status(&end, at, &u.manifest));
+                }
+                if let Some((end, at)) = u.health {
+                    // Passed, cut short by shutdown, or failed with nothing to roll back to.
+                    if !end.ok() && end != HookEnd::Cancelled {
+                        m.health_failures += 1;
+                    }
+                    slot.last_health = Some(slot::hook_status(&end, at, &u.manifest));
                 }
                 m.pulls_ok += 1;
                 m.last_success = Some(Stamp::of(now).unix);
@@ -126,6 +136,7 @@ impl Daemon {
             } => {
                 // Checked as usual (a tag moved back cancels it), and at the slot.
                 slot.refused = None;
+                slot.failed = None;
                 slot.state = State::Idle;
                 slot.note = None;
                 slot.pending = Some((pending, until));
@@ -137,6 +148,46 @@ impl Daemon {
                     .checked_add(wait)
                     .map_or(next_poll, |at| at.min(next_poll));
                 m.last_success = Some(Stamp::of(now).unix);
+            }
+            JobOutcome::RolledBack(r) => {
+                // The previous version is current again; the tag is polled as usual.
+                slot.state = State::Error;
+                slot.note = None;
+                slot.current = Some(r.restored);
+                slot.previous = r.previous;
+                slot.failed = Some(r.failed);
+                slot.pending = None;
+                slot.adopt_now = false;
+                slot.prefetched = false;
+                slot.backoff.reset();
+                slot.next_due = next_poll;
+                if let Some((end, at)) = &r.update_hook {
+                    slot.last_hook = Some(slot::hook_status(end, *at, &r.failed_manifest));
+                }
+                if let Some((end, at)) = &r.rollback_hook {
+                    slot.last_hook = Some(slot::hook_status(end, *at, &r.restored));
+                }
+                let (end, at) = &r.check;
+                slot.last_health = Some(slot::hook_status(end, *at, &r.failed_manifest));
+                slot.last_error = Some((
+                    now,
+                    JobError::Unhealthy {
+                        digest: r.failed,
+                        restored: r.restored,
+                        check: super::health::check_end(end),
+                    },
+                ));
+                m.health_failures += 1;
+                m.rollbacks += 1;
+            }
+            JobOutcome::StillFailed(digest) => {
+                // Nothing was done; what the last rollback said stays shown.
+                slot.state = State::Error;
+                slot.failed = Some(digest);
+                slot.pending = None;
+                slot.adopt_now = false;
+                slot.backoff.reset();
+                slot.next_due = next_poll;
             }
             JobOutcome::Cancelled => {
                 slot.state = State::Idle;

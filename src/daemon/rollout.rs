@@ -46,17 +46,15 @@ struct Entry {
 /// is no pending digest; an unreadable or malformed one is logged and ignored (the waits
 /// start again: later, never earlier).
 pub(super) fn load(root: &Path) -> BTreeMap<String, Pending> {
-    use std::io::Read;
     let path = root.join(ROLLOUT_FILE);
-    let mut bytes = Vec::new();
-    match std::fs::File::open(&path).and_then(|f| f.take(MAX_BYTES).read_to_end(&mut bytes)) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+    let bytes = match super::atomic::read_small(&path, MAX_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return BTreeMap::new(),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot read the staged-rollout record; pending updates start their wait again");
             return BTreeMap::new();
         }
-    }
+    };
     let file: File = match serde_json::from_slice(&bytes) {
         Ok(f) => f,
         Err(e) => {

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::DaemonError;
 use super::atomic::{self, DirCheck};
-use super::job::Tracker;
 use super::status::STATUS_FILE;
+use super::tracker::Tracker;
 use crate::config::Config;
 use crate::link::Link;
 use crate::pull::Puller;
@@ -38,7 +38,8 @@ pub(super) fn silences(cfg: &Config) -> Silences {
         cfg.timeouts.idle_read,
         RETRY_ATTEMPTS,
         RETRY_CAP,
-        cfg.hooks.timeout,
+        // The longer of the two hooks (the health check runs in the same phase).
+        cfg.hooks.timeout.max(cfg.hooks.health_timeout),
     )
 }
 

@@ -52,6 +52,10 @@ pub(super) struct Slot {
     /// The digest refused for its signature, and why; not fetched again until the tag moves.
     pub(super) refused: Option<(Digest, Refusal)>,
     pub(super) last_hook: Option<HookStatus>,
+    pub(super) last_health: Option<HookStatus>,
+    /// The digest (what the tag points at) that failed its health check and was rolled
+    /// back; not adopted again until the tag moves (the job decides, from `health.json`).
+    pub(super) failed: Option<Digest>,
     /// A new digest waiting for this device's rollout slot, and when it will be adopted
     /// (unix seconds).
     pub(super) pending: Option<(Pending, u64)>,
@@ -79,6 +83,8 @@ impl Slot {
             last_error: None,
             refused: None,
             last_hook: None,
+            last_health: None,
+            failed: None,
             pending: None,
             adopt_now: false,
             prefetched: false,
@@ -111,6 +117,8 @@ impl Slot {
                 .and_then(|(_, at)| UNIX_EPOCH.checked_add(Duration::from_secs(at)))
                 .map(Stamp::of),
             last_hook: self.last_hook.clone(),
+            last_health_check: self.last_health.clone(),
+            failed_digest: self.failed.map(|d| d.to_string()),
             checks: self.checks,
             consecutive_failures: self.backoff.failures(),
             next_check_in_secs: matches!(self.state, State::Idle | State::Deferred | State::Error)

@@ -132,6 +132,13 @@ pub struct ImageStatus {
     pub adopt_at: Option<Stamp>,
     /// The last update hook run.
     pub last_hook: Option<HookStatus>,
+    /// The last health check run (`hooks.health_check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_health_check: Option<HookStatus>,
+    /// A digest the tag points at that failed its health check and was rolled back: not
+    /// adopted again until the tag points elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_digest: Option<String>,
     /// Checks made since the daemon started.
     pub checks: u64,
     /// Failures in a row.
@@ -388,7 +395,17 @@ pub fn render(status: &Status, now: SystemTime) -> String {
                 human_duration(wait)
             );
         }
-        if let Some(h) = &i.last_hook {
+        if let Some(d) = &i.failed_digest {
+            let _ = writeln!(
+                out,
+                "  failed:    {d} (failed its health check and was rolled back; not adopted again until the tag moves)"
+            );
+        }
+        for (what, h) in [
+            ("last hook", &i.last_hook),
+            ("last health check", &i.last_health_check),
+        ] {
+            let Some(h) = h else { continue };
             let result = match (h.exit_code, h.signal, h.timed_out, &h.error) {
                 (_, _, true, _) => "timed out, killed".to_string(),
                 (_, _, _, Some(e)) => e.clone(),
@@ -396,7 +413,7 @@ pub fn render(status: &Status, now: SystemTime) -> String {
                 (None, Some(s), _, _) => format!("killed by signal {s}"),
                 _ => "unknown".to_string(),
             };
-            let _ = writeln!(out, "  last hook: {result} for {} ({})", h.digest, ago(&h.when));
+            let _ = writeln!(out, "  {what}: {result} for {} ({})", h.digest, ago(&h.when));
         }
         if let Some(n) = i.next_check_in_secs {
             let _ = writeln!(out, "  next check: in {}", human_duration(Duration::from_secs(n)));
@@ -469,6 +486,16 @@ mod tests {
                     error: None,
                     ok: false,
                 }),
+                last_health_check: Some(HookStatus {
+                    when: Stamp::of(UNIX_EPOCH + Duration::from_secs(995)),
+                    digest: "sha256:aa".into(),
+                    exit_code: None,
+                    signal: None,
+                    timed_out: true,
+                    error: None,
+                    ok: false,
+                }),
+                failed_digest: Some("sha256:cc".into()),
                 checks: 7,
                 consecutive_failures: 0,
                 next_check_in_secs: Some(30),
@@ -509,6 +536,8 @@ mod tests {
             "previous:  (none)",
             "last error: 1970-01-01T00:15:50Z (1m00s ago): boom",
             "last hook: exit 3 for sha256:aa",
+            "last health check: timed out, killed for sha256:aa",
+            "failed:    sha256:cc (failed its health check and was rolled back",
             "next check: in 30s",
             "pending: sha256:bb, adopted at 1970-01-01T00:18:50Z (in 2m00s",
         ] {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use super::fsio::{
     WriteBudget, discard_temp, io_err, remove_tree_if_exists, rename_durable, sync_dir, write_synced,
 };
-use super::layout::{self, ImageEntry, PreviousEntry, Switch, validate_ref_name};
+use super::layout::{self, ImageEntry, PreviousEntry, RolledBack, Switch, validate_ref_name};
 use super::lock::{BusySet, StoreLock};
 use super::perms::{BLOB_MODE, ensure_dir, open_read};
 use super::verify::{self, VerifyReport};
@@ -209,6 +209,16 @@ impl Store {
             keep_previous,
             &self.inner.budget,
         )
+    }
+
+    /// [`Store::roll_back`], blocking.
+    pub(super) fn roll_back_blocking(
+        &self,
+        ref_name: &str,
+        failed: &Digest,
+    ) -> Result<Option<RolledBack>, StoreError> {
+        let _guard = self.lock_index();
+        layout::roll_back(&self.layout_dir(), ref_name, failed, &self.inner.budget)
     }
 
     /// [`Store::remove_image`], blocking.

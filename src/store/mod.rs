@@ -69,7 +69,7 @@ pub use gc::GcReport;
 pub(crate) use gc::RepairReport;
 pub use ingest::{Ingest, IngestStatus};
 pub use layout::{ANNOTATION_REF_NAME, ANNOTATION_SOURCE_INDEX, ImageEntry};
-pub(crate) use layout::{PreviousEntry, Switch};
+pub(crate) use layout::{PreviousEntry, RolledBack, Switch};
 pub use scrub::ScrubReport;
 pub use verify::{CorruptBlob, Corruption, VerifyReport};
 
@@ -312,6 +312,21 @@ impl Store {
             (ref_name.to_string(), manifest.clone(), source_index.copied());
         self.blocking("update", self.index_path(), move |s| {
             s.switch_image_blocking(&ref_name, &manifest, source_index.as_ref(), keep_previous)
+        })
+        .await
+    }
+
+    /// Make the newest older version of `ref_name` current again in place of `failed`, in
+    /// one atomic replace of `index.json`; `failed` leaves the index. `None` when `failed`
+    /// is not current or no older version is kept.
+    pub(crate) async fn roll_back(
+        &self,
+        ref_name: &str,
+        failed: Digest,
+    ) -> Result<Option<RolledBack>, StoreError> {
+        let ref_name = ref_name.to_string();
+        self.blocking("update", self.index_path(), move |s| {
+            s.roll_back_blocking(&ref_name, &failed)
         })
         .await
     }

@@ -2,6 +2,8 @@
 //! a puller over a fresh store.
 #![allow(dead_code)]
 
+pub(crate) mod device;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

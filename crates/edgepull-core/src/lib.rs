@@ -9,7 +9,8 @@
 //! the daemon publishes into ([`perms`]), the content store's garbage-collection decisions
 //! ([`gc`]) and start-up decisions ([`store`]: re-hash policy, directory safety), the
 //! redacted [`secret::Secret`] credentials travel in, cosign signature verification
-//! ([`signature`]), and when a staged rollout adopts a new digest ([`rollout`]).
+//! ([`signature`]), when a staged rollout adopts a new digest ([`rollout`]), and what a health check after
+//! an update decides ([`health`]: keep, roll back, skip a failed digest).
 //!
 //! Must never: do IO (files, sockets, clocks read behind the caller's back: time is always
 //! passed in), depend on an async runtime, an HTTP client or a TLS stack. Everything here is
@@ -21,6 +22,7 @@ pub mod acr;
 pub mod challenge;
 pub mod egress;
 pub mod gc;
+pub mod health;
 pub mod hostport;
 pub mod link;
 pub mod oci;

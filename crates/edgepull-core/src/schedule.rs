@@ -170,7 +170,7 @@ pub enum JobPhase {
     Plan,
     /// Downloading blobs: every stored byte is progress.
     Download,
-    /// Running `hooks.on_update`.
+    /// Running `hooks.on_update` or `hooks.health_check`.
     Hook,
 }
 

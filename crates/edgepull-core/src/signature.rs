@@ -108,7 +108,11 @@ impl fmt::Display for Identity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     /// No signature manifest, or one without signature layers.
-    #[error("no signature for {signed} (tag {tag} has no {SIMPLESIGNING} layer)", tag = signature_tag(signed))]
+    #[error(
+        "no signature for {signed}: the tag {tag} is absent or has no {SIMPLESIGNING} layer; \
+         sign the release with a key in signatures.public_keys (cosign sign --key)",
+        tag = signature_tag(signed)
+    )]
     Missing { signed: Digest },
     /// The signature manifest is not a manifest.
     #[error("signature manifest for {signed} is unreadable: {reason}")]

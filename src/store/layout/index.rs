@@ -47,6 +47,15 @@ pub(crate) struct Switch {
     pub(crate) dropped: Vec<Digest>,
 }
 
+/// What [`IndexFile::roll_back`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RolledBack {
+    /// The version current again.
+    pub(crate) restored: Digest,
+    /// The newest older version still kept after it, if any.
+    pub(crate) previous: Option<Digest>,
+}
+
 /// `index.json` as stored. Unknown top-level keys are kept when rewriting.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -225,6 +234,53 @@ impl IndexFile {
             changed: true,
             dropped,
         }
+    }
+
+    /// Roll `ref_name` back from `failed` (its current version) to its newest older version,
+    /// in place: that version becomes current again (with the index it was chosen from),
+    /// `failed` leaves the index (its blobs go at the next garbage collection), and the
+    /// older versions move up a rank. `None`, and nothing changes, when `failed` is not
+    /// current or no older version is kept.
+    pub(crate) fn roll_back(&mut self, ref_name: &str, failed: &Digest) -> Option<RolledBack> {
+        let pos = self
+            .manifests
+            .iter()
+            .position(|m| ref_name_of(m) == Some(ref_name) && m.digest == *failed)?;
+        let mut older: Vec<Descriptor> = self
+            .manifests
+            .iter()
+            .filter(|m| previous_of(m) == Some(ref_name) && m.digest != *failed)
+            .cloned()
+            .collect();
+        older.sort_by_key(previous_rank);
+        if older.is_empty() {
+            return None;
+        }
+        let mut restored = older.remove(0);
+        restored.annotations.remove(ANNOTATION_PREVIOUS_OF);
+        restored.annotations.remove(ANNOTATION_PREVIOUS_RANK);
+        restored
+            .annotations
+            .insert(ANNOTATION_REF_NAME.to_string(), ref_name.to_string());
+        for (i, d) in older.iter_mut().enumerate() {
+            d.annotations
+                .insert(ANNOTATION_PREVIOUS_RANK.to_string(), (i + 1).to_string());
+        }
+        let done = RolledBack {
+            restored: restored.digest,
+            previous: older.first().map(|d| d.digest),
+        };
+        let mut out = Vec::with_capacity(self.manifests.len());
+        for (i, m) in self.manifests.drain(..).enumerate() {
+            if i == pos {
+                out.push(restored.clone());
+                out.append(&mut older);
+            } else if previous_of(&m) != Some(ref_name) {
+                out.push(m);
+            }
+        }
+        self.manifests = out;
+        Some(done)
     }
 
     /// The older versions kept for rollback, in file order.

@@ -26,7 +26,7 @@ use edgepull_core::oci::{Descriptor, Digest};
 
 pub use index::ImageEntry;
 pub(crate) use index::IndexFile;
-pub(crate) use index::{PreviousEntry, Switch};
+pub(crate) use index::{PreviousEntry, RolledBack, Switch};
 
 /// Name of the layout marker file.
 pub(crate) const OCI_LAYOUT_FILE: &str = "oci-layout";
@@ -202,6 +202,23 @@ pub(crate) fn switch_image(
     let switch = index.switch(ref_name, manifest, source_index, keep);
     write_index(oci_dir, &index, budget)?;
     Ok(switch)
+}
+
+/// Read-modify-write `index.json` to roll `ref_name` back from `failed` (see
+/// [`IndexFile::roll_back`]); nothing is written when there is nothing to roll back to.
+/// Caller serializes index updates.
+pub(crate) fn roll_back(
+    oci_dir: &Path,
+    ref_name: &str,
+    failed: &Digest,
+    budget: &WriteBudget,
+) -> Result<Option<RolledBack>, StoreError> {
+    let mut index = read_index(oci_dir)?;
+    let done = index.roll_back(ref_name, failed);
+    if done.is_some() {
+        write_index(oci_dir, &index, budget)?;
+    }
+    Ok(done)
 }
 
 /// Read-modify-write `index.json` to drop `ref_name`. Caller serializes index updates.

@@ -194,6 +194,70 @@ fn switch_keeps_previous_right_after_current_and_remove_drops_them() {
 }
 
 #[test]
+fn roll_back_restores_the_newest_older_version_table() {
+    let m = |n: u8| Descriptor::new(OCI_MANIFEST, Digest::of(&[n]), 10);
+    let ix = Digest::of(b"index-of-1");
+    // History of "a": 1 (from an index), 2, 3 (current), keep 2; "b" in between.
+    let build = || {
+        let mut idx = IndexFile::empty();
+        idx.switch("a", &m(1), Some(&ix), 2);
+        idx.switch("b", &m(9), None, 2);
+        idx.switch("a", &m(2), None, 2);
+        idx.switch("a", &m(3), None, 2);
+        idx
+    };
+    // (failed, want restored, want previous after, want order)
+    type Row = (Digest, Option<Digest>, Option<Digest>, Vec<Digest>);
+    let table: [Row; 3] = [
+        (
+            m(3).digest,
+            Some(m(2).digest),
+            Some(m(1).digest),
+            vec![m(2).digest, m(1).digest, m(9).digest],
+        ),
+        // Not the current version: nothing changes.
+        (
+            m(2).digest,
+            None,
+            None,
+            vec![m(3).digest, m(2).digest, m(1).digest, m(9).digest],
+        ),
+        (
+            m(9).digest,
+            None,
+            None,
+            vec![m(3).digest, m(2).digest, m(1).digest, m(9).digest],
+        ),
+    ];
+    for (failed, restored, previous, order) in table {
+        let mut idx = build();
+        let done = idx.roll_back("a", &failed);
+        assert_eq!(done.map(|d| d.restored), restored, "{failed}");
+        assert_eq!(done.and_then(|d| d.previous), previous, "{failed}");
+        let got: Vec<Digest> = idx.manifests.iter().map(|d| d.digest).collect();
+        assert_eq!(got, order, "{failed}");
+    }
+    // Twice: 3 -> 2 -> 1, which keeps the index it was chosen from.
+    let mut idx = build();
+    idx.roll_back("a", &m(3).digest).unwrap();
+    let done = idx.roll_back("a", &m(2).digest).unwrap();
+    assert_eq!((done.restored, done.previous), (m(1).digest, None));
+    let a = idx.entries().into_iter().find(|e| e.ref_name == "a").unwrap();
+    assert_eq!((a.descriptor.digest, a.source_index), (m(1).digest, Some(ix)));
+    assert!(idx.previous_entries().is_empty());
+    // Nothing left to roll back to.
+    assert_eq!(idx.roll_back("a", &m(1).digest), None);
+    // Ranks are renumbered from 1.
+    let mut idx = build();
+    idx.roll_back("a", &m(3).digest).unwrap();
+    let prev = idx.previous_entries();
+    assert_eq!(
+        (prev.len(), prev[0].rank, prev[0].descriptor.digest),
+        (1, 1, m(1).digest)
+    );
+}
+
+#[test]
 fn ensure_creates_valid_layout_and_rejects_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
     let oci = dir.path().join("oci");

@@ -11,26 +11,30 @@
 //! every store lookup, `statvfs`, the switch of `index.json` and garbage collection run in
 //! `spawn_blocking`.
 
-use std::collections::{BTreeSet, HashMap};
+mod trial;
+
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::{JoinError, spawn_blocking};
 use tokio_util::sync::CancellationToken;
 
-use super::hook::{self, HookEnd, HookEnv};
+use self::trial::{Judged, Which};
+use super::health;
+use super::hook::HookEnd;
 use super::status::{human_bytes, rfc3339};
+use super::tracker::Tracker;
 use crate::config::{HooksConfig, RolloutConfig};
 use crate::exit::Category;
 use crate::link::Paused;
 use crate::progress::FetchStats;
-use crate::progress::Progress;
-use crate::pull::{PullError, PullPlan, Puller};
+use crate::pull::{PullError, Puller};
 use crate::registry::client::RegistryError;
 use crate::store::{Store, StoreError};
+use edgepull_core::health::{CheckEnd, Memory, Start};
 use edgepull_core::oci::manifest::MAX_MANIFEST_BYTES;
 use edgepull_core::oci::{Descriptor, Digest, ImageManifest, Reference};
 use edgepull_core::rollout::{self, Action, Pending, Why};
@@ -83,8 +87,32 @@ pub(crate) enum JobOutcome {
         until: u64,
         prefetched: bool,
     },
+    /// The new version failed its health check (`hooks.health_check`) and the image was
+    /// rolled back to the previous version.
+    RolledBack(Box<RollBack>),
+    /// The tag still points at a digest that failed its health check: nothing was done.
+    StillFailed(Digest),
     /// Shutdown.
     Cancelled,
+}
+
+/// The details of [`JobOutcome::RolledBack`].
+#[derive(Debug)]
+pub(crate) struct RollBack {
+    /// What the tag points at: not adopted again until it moves.
+    pub failed: Digest,
+    /// Its platform manifest, current until the rollback.
+    pub failed_manifest: Digest,
+    /// The platform manifest current again.
+    pub restored: Digest,
+    /// The newest older version still kept.
+    pub previous: Option<Digest>,
+    /// The `on_update` run after the switch to the failed version, if any.
+    pub update_hook: Option<(HookEnd, SystemTime)>,
+    /// The failed health check's run.
+    pub check: (HookEnd, SystemTime),
+    /// The `on_update` run after the rollback (`EDGEPULL_ROLLBACK=1`), if any.
+    pub rollback_hook: Option<(HookEnd, SystemTime)>,
 }
 
 /// Why a sync attempt failed. The text (for logs and `status.json`) is the cause's own:
@@ -106,6 +134,28 @@ pub(crate) enum JobError {
     /// The job's own task panicked or was aborted.
     #[error("sync task failed")]
     Task(#[source] JoinError),
+    /// The new version failed its health check and was rolled back.
+    #[error(
+        "the health check of {digest} {} (hooks.health_check); rolled back to {restored}; \
+         {digest} is not adopted again until the tag points elsewhere",
+        check_text(*check)
+    )]
+    Unhealthy {
+        digest: Digest,
+        restored: Digest,
+        check: CheckEnd,
+    },
+}
+
+/// How a failed health check ended, in words.
+fn check_text(check: CheckEnd) -> &'static str {
+    match check {
+        CheckEnd::Passed => "passed",
+        CheckEnd::Failed => "failed (non-zero exit or killed by a signal)",
+        CheckEnd::TimedOut => "timed out (hooks.health_timeout_secs)",
+        CheckEnd::CouldNotRun => "could not run",
+        CheckEnd::Cancelled => "was cut short by shutdown",
+    }
 }
 
 impl JobError {
@@ -115,6 +165,7 @@ impl JobError {
             JobError::Check(e) => e.category(),
             JobError::Pull(e) => e.category(),
             JobError::Store(_) | JobError::Blocking(_) | JobError::Task(_) => Category::Store,
+            JobError::Unhealthy { .. } => Category::Integrity,
         }
     }
 
@@ -131,7 +182,9 @@ impl JobError {
         match self {
             JobError::Check(e) => e.failure().retry_after(),
             JobError::Pull(e) => e.retry_after(),
-            JobError::Store(_) | JobError::Blocking(_) | JobError::Task(_) => None,
+            JobError::Store(_) | JobError::Blocking(_) | JobError::Task(_) | JobError::Unhealthy { .. } => {
+                None
+            }
         }
     }
 }
@@ -176,6 +229,9 @@ pub(crate) struct Updated {
     pub total_bytes: u64,
     /// The hook run, if one is configured and the digest changed.
     pub hook: Option<(HookEnd, SystemTime)>,
+    /// The health check run, if one is configured and the digest changed (passed, or
+    /// failed with no previous version to roll back to, or cut short by shutdown).
+    pub health: Option<(HookEnd, SystemTime)>,
 }
 
 /// Everything one job needs; moved into its task.
@@ -216,7 +272,7 @@ enum Stage {
 }
 
 impl Job {
-    fn event(&self, e: JobEvent) {
+    pub(super) fn event(&self, e: JobEvent) {
         let _ = self.events.send((self.name.clone(), e));
     }
 
@@ -230,9 +286,10 @@ impl Job {
     pub(crate) async fn run(self) -> JobOutcome {
         let store = self.store.clone();
         let name = self.name.clone();
-        let local = match spawn_blocking(move || {
+        let (local, memory) = match spawn_blocking(move || {
             hang_while_test_file_exists();
-            local_image(&store, &name)
+            let memory = health::load(store.root()).remove(&name);
+            local_image(&store, &name).map(|l| (l, memory.unwrap_or_default()))
         })
         .await
         {
@@ -258,6 +315,26 @@ impl Job {
             }
         };
         let current = local.map(|l| l.top);
+        let checking = self.hooks.health_check.is_some();
+        let decision = edgepull_core::health::start(&memory, current.as_ref(), &remote, checking);
+        let forget_failed = matches!(decision.start, Start::Proceed { forget_failed: true });
+        if decision.forget_trial || forget_failed {
+            let kept = Memory {
+                trial: memory.trial.filter(|_| !decision.forget_trial),
+                failed: memory.failed.filter(|_| !forget_failed),
+            };
+            if let Err(e) = self.remember(kept).await {
+                return self.failed(e);
+            }
+        }
+        match decision.start {
+            Start::StillFailed(d) => {
+                tracing::debug!(image_ref = %self.name, digest = %d, "still the digest that failed its health check");
+                return JobOutcome::StillFailed(d);
+            }
+            Start::FinishTrial(d) => return self.finish_trial(d).await,
+            Start::Proceed { .. } => {}
+        }
         let reason = match after_head(&remote, local) {
             AfterHead::Nothing => {
                 tracing::debug!(image_ref = %self.name, digest = %remote, "unchanged");
@@ -361,6 +438,19 @@ impl Job {
                 prefetched: true,
             };
         }
+        // The trial begins before the switch, so a crash in between is finished at the next
+        // start (`health::start`).
+        let trial = checking && current != Some(remote);
+        if trial
+            && let Err(e) = self
+                .remember(Memory {
+                    trial: Some(remote),
+                    failed: None,
+                })
+                .await
+        {
+            return self.failed(e);
+        }
         let switch = match self
             .store
             .switch_image(
@@ -385,31 +475,87 @@ impl Job {
             "image updated"
         );
 
-        match self.store.gc(&BTreeSet::new(), self.ingest_max_age).await {
-            Ok(r) => {
-                if !r.deleted.is_empty() || !r.removed_ingests.is_empty() {
-                    tracing::info!(image_ref = %self.name, blobs = r.deleted.len(), bytes = r.freed_bytes, ingests = r.removed_ingests.len(), "garbage collected");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %crate::error_chain(&e), "garbage collection failed; retried after the next update")
-            }
-        }
+        self.collect_garbage().await;
 
-        let hook = match (&self.hooks.on_update, switch.changed) {
+        let mut hook = match (&self.hooks.on_update, switch.changed) {
             (Some(argv), true) => {
                 self.event(JobEvent::Phase(JobPhase::Hook));
-                Some(self.run_hook(argv, &plan, switch.previous).await)
+                let digest = plan.manifest.digest;
+                Some(self.run_hook(Which::Update, argv, &digest, switch.previous).await)
             }
             _ => None,
         };
+        let mut health = None;
+        if let Some(argv) = self.hooks.health_check.as_ref().filter(|_| trial) {
+            if !switch.changed {
+                // Repaired, not switched: nothing is on trial.
+                if let Err(e) = self.remember(Memory::default()).await {
+                    return self.failed(e);
+                }
+            } else {
+                let digests = (remote, plan.manifest.digest);
+                match self.judge(argv, digests, switch.previous, hook.take()).await {
+                    Ok(Judged::RolledBack(rb)) => return JobOutcome::RolledBack(rb),
+                    Ok(Judged::Kept { check, update_hook }) => {
+                        health = Some(check);
+                        hook = update_hook;
+                    }
+                    Err(e) => return self.failed(e),
+                }
+            }
+        }
         JobOutcome::Updated(Box::new(Updated {
             manifest: plan.manifest.digest,
             previous: switch.previous,
             switched: switch.changed,
             total_bytes: plan.total_bytes(),
             hook,
+            health,
         }))
+    }
+
+    /// Finish the trial of the current version `top`, cut short by a restart: `on_update`
+    /// again (the application may not have been told), then the health check.
+    async fn finish_trial(&self, top: Digest) -> JobOutcome {
+        let (images, previous) = match tokio::try_join!(self.store.images(), self.store.previous_images()) {
+            Ok(found) => found,
+            Err(e) => return self.failed(e),
+        };
+        let Some(manifest) = images
+            .into_iter()
+            .find(|i| i.ref_name == self.name)
+            .map(|i| i.descriptor.digest)
+        else {
+            return JobOutcome::Unchanged;
+        };
+        let previous = previous
+            .into_iter()
+            .filter(|p| p.ref_name == self.name)
+            .min_by_key(|p| p.rank)
+            .map(|p| p.descriptor.digest);
+        tracing::warn!(image_ref = %self.name, digest = %top, "the health check of the current version did not end before the last stop; running it now");
+        let hook = match &self.hooks.on_update {
+            Some(argv) => {
+                self.event(JobEvent::Phase(JobPhase::Hook));
+                Some(self.run_hook(Which::Update, argv, &manifest, previous).await)
+            }
+            None => None,
+        };
+        let Some(argv) = &self.hooks.health_check else {
+            return JobOutcome::Unchanged;
+        };
+        match self.judge(argv, (top, manifest), previous, hook).await {
+            Ok(Judged::RolledBack(rb)) => JobOutcome::RolledBack(rb),
+            Ok(Judged::Kept { check, update_hook }) => JobOutcome::Updated(Box::new(Updated {
+                manifest,
+                previous,
+                switched: false,
+                total_bytes: 0,
+                hook: update_hook,
+                health: Some(check),
+            })),
+            Err(e) => self.failed(e),
+        }
     }
 
     /// The staged-rollout decision for `remote` ([`rollout::decide`]).
@@ -464,46 +610,6 @@ impl Job {
             prefetched: download,
         }
     }
-
-    async fn run_hook(
-        &self,
-        argv: &[String],
-        plan: &PullPlan,
-        previous: Option<Digest>,
-    ) -> (HookEnd, SystemTime) {
-        let digest = plan.manifest.digest.to_string();
-        let previous = previous.map(|d| d.to_string()).unwrap_or_default();
-        let layout = self.store.layout_dir();
-        let env = HookEnv {
-            reference: &self.name,
-            digest: &digest,
-            previous: &previous,
-            layout: &layout,
-        };
-        let program = argv.first().map(String::as_str).unwrap_or_default();
-        let end = hook::run(argv, &env, self.hooks.timeout, &self.cancel).await;
-        match &end {
-            HookEnd::Exited(0) => {
-                tracing::info!(image_ref = %self.name, digest = %digest, program, exit_code = 0, "update hook succeeded")
-            }
-            HookEnd::Exited(code) => {
-                tracing::warn!(image_ref = %self.name, digest = %digest, program, exit_code = code, "update hook failed; the new version stays current")
-            }
-            HookEnd::Signalled(sig) => {
-                tracing::warn!(image_ref = %self.name, digest = %digest, program, signal = sig, "update hook was killed by a signal; the new version stays current")
-            }
-            HookEnd::TimedOut => {
-                tracing::warn!(image_ref = %self.name, digest = %digest, program, timeout = ?self.hooks.timeout, "update hook timed out and was killed (hooks.timeout_secs); the new version stays current")
-            }
-            HookEnd::Cancelled => {
-                tracing::warn!(image_ref = %self.name, digest = %digest, program, "update hook killed for shutdown")
-            }
-            HookEnd::SpawnFailed(e) => {
-                tracing::warn!(image_ref = %self.name, digest = %digest, program, error = %crate::error_chain(e), "update hook could not run; check hooks.on_update")
-            }
-        }
-        (end, SystemTime::now())
-    }
 }
 
 /// Free bytes for an unprivileged user on the filesystem holding `path`.
@@ -553,134 +659,4 @@ fn is_complete(store: &Store, manifest: &Descriptor, index: Option<&Digest>) -> 
         return false;
     };
     m.blobs().all(|b| store.has_blob_blocking(&b.digest, b.size))
-}
-
-/// Download progress of the running job: bytes stored per blob, the bytes received and
-/// resumed since the last [`Tracker::take_counters`], and a count of transfer events the
-/// watchdog reads as progress ([`Tracker::activity`]).
-#[derive(Debug, Default)]
-pub(crate) struct Tracker {
-    inner: Mutex<TrackerInner>,
-}
-
-#[derive(Debug, Default)]
-struct TrackerInner {
-    /// Blobs of the running plan not in the store: digest → (size, stored offset).
-    blobs: HashMap<Digest, (u64, u64)>,
-    /// Bytes of the plan's blobs already in the store when it began.
-    present: u64,
-    downloaded: u64,
-    resumed: u64,
-    /// Transfer events so far (never reset).
-    activity: u64,
-}
-
-impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, TrackerInner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Start tracking a plan's `blobs`. Blocking: looks each blob up in the store.
-    pub(crate) fn begin(&self, blobs: &[Descriptor], store: &Store) {
-        let mut t = self.lock();
-        t.blobs.clear();
-        t.present = 0;
-        for b in blobs {
-            if store.has_blob_blocking(&b.digest, b.size) {
-                // The plan's sizes passed `check_blob_sizes`; saturate anyway.
-                t.present = t.present.saturating_add(b.size);
-            } else {
-                t.blobs.insert(b.digest, (b.size, 0));
-            }
-        }
-    }
-
-    /// Bytes of the plan stored so far.
-    pub(crate) fn done(&self) -> u64 {
-        let t = self.lock();
-        t.blobs.values().fold(t.present, |sum, (size, off)| {
-            sum.saturating_add((*off).min(*size))
-        })
-    }
-
-    /// Transfer events so far: it changes whenever a transfer starts, stores bytes,
-    /// restarts, ends or gives up.
-    pub(crate) fn activity(&self) -> u64 {
-        self.lock().activity
-    }
-
-    /// Bytes downloaded and resumed since the last call.
-    pub(crate) fn take_counters(&self) -> (u64, u64) {
-        let mut t = self.lock();
-        let out = (t.downloaded, t.resumed);
-        t.downloaded = 0;
-        t.resumed = 0;
-        out
-    }
-}
-
-impl Progress for Tracker {
-    fn start(&self, desc: &Descriptor, offset: u64) {
-        let mut t = self.lock();
-        t.activity = t.activity.wrapping_add(1);
-        if offset > 0 {
-            t.resumed += offset;
-        }
-        t.blobs.insert(desc.digest, (desc.size, offset));
-    }
-
-    fn advance(&self, desc: &Descriptor, offset: u64) {
-        let mut t = self.lock();
-        t.activity = t.activity.wrapping_add(1);
-        let entry = t.blobs.entry(desc.digest).or_insert((desc.size, 0));
-        let before = entry.1;
-        entry.1 = offset;
-        if offset > before {
-            t.downloaded += offset - before;
-        }
-    }
-
-    fn restart(&self, desc: &Descriptor) {
-        let mut t = self.lock();
-        t.activity = t.activity.wrapping_add(1);
-        t.blobs.insert(desc.digest, (desc.size, 0));
-    }
-
-    fn finish(&self, desc: &Descriptor, _stats: &FetchStats) {
-        let mut t = self.lock();
-        t.activity = t.activity.wrapping_add(1);
-        t.blobs.insert(desc.digest, (desc.size, desc.size));
-    }
-
-    fn fail(&self, _desc: &Descriptor) {
-        let mut t = self.lock();
-        t.activity = t.activity.wrapping_add(1);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tracker_counts_received_resumed_and_done() {
-        let t = Tracker::default();
-        let a = Descriptor::new("x", Digest::of(b"a"), 100);
-        let b = Descriptor::new("x", Digest::of(b"b"), 50);
-        t.start(&a, 40);
-        t.advance(&a, 70);
-        t.start(&b, 0);
-        t.advance(&b, 10);
-        t.restart(&b);
-        t.advance(&b, 50);
-        assert_eq!(t.done(), 70 + 50);
-        assert_eq!(t.take_counters(), (30 + 10 + 50, 40));
-        assert_eq!(t.take_counters(), (0, 0));
-        t.finish(&a, &FetchStats::default());
-        assert_eq!(t.done(), 150);
-        // Every callback is activity for the watchdog; reading the counters is not.
-        assert_eq!(t.activity(), 7);
-        t.fail(&b);
-        assert_eq!(t.activity(), 8);
-    }
 }
