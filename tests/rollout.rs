@@ -201,7 +201,7 @@ fn prefetch_downloads_at_once_and_sigusr2_adopts_before_the_slot() {
     let (v1, _) = push(&fake, "stable");
     let (v2, v2_blobs) = push(&fake, "candidate");
     let id = device_id("device-p", window, &[(v2, 1800..=3599)]);
-    let d = device(&fake, &id, json!({ "window_secs": window, "prefetch": true }));
+    let mut d = device(&fake, &id, json!({ "window_secs": window, "prefetch": true }));
     wait_all(&[&d], "the first install", Duration::from_secs(10), |d| {
         d.current() == Some(v1.to_string())
     });
@@ -211,10 +211,37 @@ fn prefetch_downloads_at_once_and_sigusr2_adopts_before_the_slot() {
         d.pending().is_some() && v2_blobs.iter().all(|b| d.has_blob(b))
     });
     assert_eq!(d.current(), Some(v1.to_string()));
+    // The prefetched version is recorded in index.json without a name, so the garbage
+    // collection at start-up keeps its blobs.
+    assert_eq!(pending_entries(&d), vec![v2.to_string()]);
+    d.kill();
+    d.start();
+    wait_all(&[&d], "the restart", Duration::from_secs(10), |d| {
+        d.ready() && d.image()["checks"].as_u64() >= Some(1)
+    });
+    for b in &v2_blobs {
+        assert!(d.has_blob(b), "prefetched blob {b} collected at the restart");
+    }
     // SIGUSR2: the operator adopts it now.
     d.signal(rustix::process::Signal::USR2);
     adopted_at(&d, &v2, Duration::from_secs(5));
     wait_all(&[&d], "the pending record cleared", Duration::from_secs(3), |d| {
         d.pending().is_none() && d.first_seen().is_none()
     });
+    assert!(
+        pending_entries(&d).is_empty(),
+        "the switch drops the pending entry"
+    );
+}
+
+/// The digests of `index.json` entries pending a switch (`io.edgepull.pending-of`).
+fn pending_entries(d: &Device) -> Vec<String> {
+    let v: Value = serde_json::from_slice(&std::fs::read(d.store().join("oci/index.json")).unwrap()).unwrap();
+    v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["annotations"]["io.edgepull.pending-of"].is_string())
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect()
 }

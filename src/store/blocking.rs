@@ -211,6 +211,20 @@ impl Store {
         )
     }
 
+    /// [`Store::set_pending`], blocking.
+    pub(super) fn set_pending_blocking(
+        &self,
+        ref_name: &str,
+        pending: Option<(&Descriptor, Option<&Digest>)>,
+    ) -> Result<(), StoreError> {
+        validate_ref_name(ref_name)?;
+        if let Some((manifest, _)) = pending {
+            self.require_manifest(manifest)?;
+        }
+        let _guard = self.lock_index();
+        layout::set_pending(&self.layout_dir(), ref_name, pending, &self.inner.budget)
+    }
+
     /// [`Store::roll_back`], blocking.
     pub(super) fn roll_back_blocking(
         &self,

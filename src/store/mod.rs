@@ -316,6 +316,25 @@ impl Store {
         .await
     }
 
+    /// Record `pending` (a committed manifest and the index it was chosen from) in
+    /// `index.json` as the version of `ref_name` downloaded ahead of its switch (a staged
+    /// rollout's `prefetch`), replacing any earlier one; `None` drops it. The entry has no
+    /// ref name (`io.edgepull.pending-of: <ref>`), so tools see only the current version,
+    /// and it is a garbage-collection root, so the downloaded blobs stay until the switch,
+    /// which drops it.
+    pub(crate) async fn set_pending(
+        &self,
+        ref_name: &str,
+        pending: Option<(Descriptor, Option<Digest>)>,
+    ) -> Result<(), StoreError> {
+        let ref_name = ref_name.to_string();
+        self.blocking("update", self.index_path(), move |s| {
+            let pending = pending.as_ref().map(|(m, ix)| (m, ix.as_ref()));
+            s.set_pending_blocking(&ref_name, pending)
+        })
+        .await
+    }
+
     /// Make the newest older version of `ref_name` current again in place of `failed`, in
     /// one atomic replace of `index.json`; `failed` leaves the index. `None` when `failed`
     /// is not current or no older version is kept.

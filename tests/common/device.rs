@@ -90,6 +90,16 @@ impl Device {
         rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), sig).unwrap();
     }
 
+    /// Whether the running process wrote `status.json` (it is ready, its signal handlers
+    /// installed).
+    pub(crate) fn ready(&self) -> bool {
+        let pid = self.child.as_ref().map(|c| u64::from(c.id()));
+        std::fs::read(self.store().join("status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|s| s["pid"].as_u64() == pid)
+    }
+
     pub(crate) fn image(&self) -> Value {
         std::fs::read(self.store().join("status.json"))
             .ok()

@@ -338,6 +338,12 @@ impl Job {
         let reason = match after_head(&remote, local) {
             AfterHead::Nothing => {
                 tracing::debug!(image_ref = %self.name, digest = %remote, "unchanged");
+                if self.prefetched && self.pending.is_some() {
+                    // The tag moved back: the version downloaded ahead is not needed.
+                    if let Err(e) = self.store.set_pending(&self.name, None).await {
+                        return self.failed(e);
+                    }
+                }
                 return JobOutcome::Unchanged;
             }
             AfterHead::Pull(reason) => reason,
@@ -431,6 +437,12 @@ impl Job {
         };
         self.event(JobEvent::Phase(JobPhase::Local));
         if let Some((pending, until)) = stage {
+            // Recorded in index.json, so no garbage collection takes its blobs before the
+            // switch.
+            let ahead = Some((plan.manifest.clone(), plan.index));
+            if let Err(e) = self.store.set_pending(&self.name, ahead).await {
+                return self.failed(e);
+            }
             tracing::info!(image_ref = %self.name, digest = %remote, adopt_at = %rfc3339(until), "prefetched; switched at this device's rollout slot");
             return JobOutcome::Waiting {
                 pending,

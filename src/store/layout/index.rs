@@ -7,7 +7,10 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{ANNOTATION_PREVIOUS_OF, ANNOTATION_PREVIOUS_RANK, ANNOTATION_REF_NAME, ANNOTATION_SOURCE_INDEX};
+use super::{
+    ANNOTATION_PENDING_OF, ANNOTATION_PREVIOUS_OF, ANNOTATION_PREVIOUS_RANK, ANNOTATION_REF_NAME,
+    ANNOTATION_SOURCE_INDEX,
+};
 use edgepull_core::gc::GcRoot;
 use edgepull_core::oci::manifest::OCI_INDEX;
 use edgepull_core::oci::{Descriptor, Digest};
@@ -138,9 +141,48 @@ impl IndexFile {
             .iter()
             .filter(|m| ref_name_of(m) == Some(ref_name))
             .count();
-        self.manifests
-            .retain(|m| ref_name_of(m) != Some(ref_name) && previous_of(m) != Some(ref_name));
+        self.manifests.retain(|m| {
+            ref_name_of(m) != Some(ref_name)
+                && previous_of(m) != Some(ref_name)
+                && pending_of(m) != Some(ref_name)
+        });
         before > 0
+    }
+
+    /// Record `pending` (a manifest and the index it was chosen from) as the version of
+    /// `ref_name` downloaded ahead of its switch, replacing any earlier one; `None` drops
+    /// it. Whether anything changed.
+    pub(crate) fn set_pending(
+        &mut self,
+        ref_name: &str,
+        pending: Option<(&Descriptor, Option<&Digest>)>,
+    ) -> bool {
+        let entry = pending.map(|(manifest, source_index)| {
+            let mut d = manifest.clone();
+            d.urls.clear();
+            d.annotations.clear();
+            d.annotations
+                .insert(ANNOTATION_PENDING_OF.to_string(), ref_name.to_string());
+            if let Some(ix) = source_index {
+                d.annotations
+                    .insert(ANNOTATION_SOURCE_INDEX.to_string(), ix.to_string());
+            }
+            d
+        });
+        let before = self.manifests.len();
+        let old: Vec<Descriptor> = self
+            .manifests
+            .iter()
+            .filter(|m| pending_of(m) == Some(ref_name))
+            .cloned()
+            .collect();
+        if old.len() == 1 && entry.as_ref() == old.first() {
+            return false;
+        }
+        self.manifests.retain(|m| pending_of(m) != Some(ref_name));
+        let changed = self.manifests.len() != before || entry.is_some();
+        self.manifests.extend(entry);
+        changed
     }
 
     /// Make `manifest` the current version of `ref_name` in one step, keeping up to `keep`
@@ -211,7 +253,8 @@ impl IndexFile {
         let mut out = Vec::with_capacity(self.manifests.len() + 1);
         let mut placed = false;
         for m in self.manifests.drain(..) {
-            if previous_of(&m) == Some(ref_name) {
+            // The pending version is current now (or replaced by this one).
+            if previous_of(&m) == Some(ref_name) || pending_of(&m) == Some(ref_name) {
                 continue;
             }
             if ref_name_of(&m) == Some(ref_name) {
@@ -360,6 +403,15 @@ fn previous_of(d: &Descriptor) -> Option<&str> {
         return None;
     }
     d.annotations.get(ANNOTATION_PREVIOUS_OF).map(String::as_str)
+}
+
+/// The ref a version downloaded ahead of its switch is pending for (never set on a named
+/// entry).
+fn pending_of(d: &Descriptor) -> Option<&str> {
+    if d.annotations.contains_key(ANNOTATION_REF_NAME) {
+        return None;
+    }
+    d.annotations.get(ANNOTATION_PENDING_OF).map(String::as_str)
 }
 
 /// The rank of an older version; unparseable ranks sort last.

@@ -48,6 +48,10 @@ pub const ANNOTATION_SOURCE_INDEX: &str = "io.edgepull.source-index";
 /// Such entries carry no `org.opencontainers.image.ref.name` (that name belongs to the
 /// current version), so tools that look images up by name see only the current one.
 pub(crate) const ANNOTATION_PREVIOUS_OF: &str = "io.edgepull.previous-of";
+/// Annotation on a version downloaded ahead of its switch (a staged rollout's `prefetch`):
+/// the ref name it will be current under. Like an older version, it has no ref name, and
+/// it is a root for garbage collection, so its blobs stay until the switch.
+pub(crate) const ANNOTATION_PENDING_OF: &str = "io.edgepull.pending-of";
 /// Annotation on an older version: 1 for the most recent previous version, 2 for the one
 /// before, and so on.
 pub(crate) const ANNOTATION_PREVIOUS_RANK: &str = "io.edgepull.previous-rank";
@@ -219,6 +223,22 @@ pub(crate) fn roll_back(
         write_index(oci_dir, &index, budget)?;
     }
     Ok(done)
+}
+
+/// Read-modify-write `index.json` to record (`Some`) or drop (`None`) the version of
+/// `ref_name` downloaded ahead of its switch ([`IndexFile::set_pending`]); nothing is
+/// written when nothing changes. Caller serializes index updates.
+pub(crate) fn set_pending(
+    oci_dir: &Path,
+    ref_name: &str,
+    pending: Option<(&Descriptor, Option<&Digest>)>,
+    budget: &WriteBudget,
+) -> Result<(), StoreError> {
+    let mut index = read_index(oci_dir)?;
+    if index.set_pending(ref_name, pending) {
+        write_index(oci_dir, &index, budget)?;
+    }
+    Ok(())
 }
 
 /// Read-modify-write `index.json` to drop `ref_name`. Caller serializes index updates.

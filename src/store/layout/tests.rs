@@ -258,6 +258,45 @@ fn roll_back_restores_the_newest_older_version_table() {
 }
 
 #[test]
+fn a_pending_version_is_a_gc_root_without_a_name_until_the_switch_drops_it() {
+    let m = |n: u8| Descriptor::new(OCI_MANIFEST, Digest::of(&[n]), 10);
+    let ix = Digest::of(b"index-of-3");
+    let mut idx = IndexFile::empty();
+    idx.switch("a", &m(1), None, 1);
+    idx.switch("b", &m(9), None, 1);
+    let roots = |idx: &IndexFile| -> Vec<Digest> { idx.gc_roots().iter().map(|r| r.manifest).collect() };
+    let names =
+        |idx: &IndexFile| -> Vec<Digest> { idx.entries().iter().map(|e| e.descriptor.digest).collect() };
+    // Recorded: a root, not a named entry, not a previous version.
+    assert!(idx.set_pending("a", Some((&m(2), None))));
+    assert!(roots(&idx).contains(&m(2).digest));
+    assert_eq!(names(&idx), vec![m(1).digest, m(9).digest]);
+    assert!(idx.previous_entries().is_empty());
+    // The same again changes nothing; another replaces it, with its source index.
+    assert!(!idx.set_pending("a", Some((&m(2), None))));
+    assert!(idx.set_pending("a", Some((&m(3), Some(&ix)))));
+    assert!(!roots(&idx).contains(&m(2).digest));
+    let r = idx
+        .gc_roots()
+        .into_iter()
+        .find(|r| r.manifest == m(3).digest)
+        .unwrap();
+    assert_eq!(r.source_index, Some(ix));
+    // Another ref's pending version is its own.
+    assert!(idx.set_pending("b", Some((&m(8), None))));
+    // The switch of "a" drops its pending entry, not b's.
+    idx.switch("a", &m(3), Some(&ix), 1);
+    let all: Vec<Digest> = idx.manifests.iter().map(|d| d.digest).collect();
+    assert_eq!(all, vec![m(3).digest, m(1).digest, m(9).digest, m(8).digest]);
+    // Dropping: `None` removes it once; `remove` takes it with the ref.
+    assert!(idx.set_pending("b", None));
+    assert!(!idx.set_pending("b", None));
+    idx.set_pending("b", Some((&m(8), None)));
+    assert!(idx.remove("b"));
+    assert_eq!(roots(&idx), vec![m(3).digest, m(1).digest]);
+}
+
+#[test]
 fn ensure_creates_valid_layout_and_rejects_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
     let oci = dir.path().join("oci");
