@@ -1061,6 +1061,25 @@ fn an_unsigned_update_is_refused_the_current_version_stays_and_the_digest_is_not
     }
     assert_eq!(h.image_status()["signature"], "missing");
 
+    // The operator signs v2 with a second key and adds that key: after SIGHUP the refused
+    // digest is verified again, at once, and adopted.
+    let second = signing::Signer::new();
+    let p = signing::payload(&identity, &v2);
+    signing::push_signatures(&h.fake, "app", &v2, &[(p.clone(), second.sign(&p))]);
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&h.config).unwrap()).unwrap();
+    let dir = h.config.parent().unwrap();
+    let second_key = second.write_public(dir, "second.pub");
+    cfg["signatures"]["public_keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(second_key));
+    std::fs::write(&h.config, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    d.signal(rustix::process::Signal::HUP);
+    d.wait("v2 adopted after the new key", Duration::from_secs(10), || {
+        h.current() == Some(v2.to_string())
+    });
+    assert!(h.image_status().get("signature").is_none());
+
     // The tag moves to a signed digest: adopted, the refusal cleared.
     let (v3, _) = h.push("v3", vec![random_bytes(1502)]);
     sign(&v3);

@@ -3,7 +3,8 @@
 //!
 //! Owns: which parts of a new config are refused (a moved store, an invalid file), and how
 //! the images' slots carry over (same reference: state, schedule and pending update kept;
-//! a changed interval is checked at once). The link's cap, windows and quota change in
+//! a changed interval is checked at once; with changed `signatures`, a digest refused for
+//! its signature is verified again at once). The link's cap, windows and quota change in
 //! place, so a running download goes on under the new limits. Never restarts a download.
 
 use tokio::time::Instant;
@@ -43,7 +44,16 @@ impl Daemon {
         let puller = setup::build_puller(&new, &self.store, &self.tracker, &self.cancel, &self.link).await?;
         self.link.reconfigure(&new.link).await;
         let now = Instant::now();
+        // New keys (or none): a digest refused for its signature is verified again now.
+        let keys_changed = new.signatures != self.cfg.signatures;
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
+        if keys_changed {
+            for s in old.iter_mut().filter(|s| s.refused.is_some()) {
+                tracing::info!(image_ref = %s.name, "signatures changed: the refused digest is verified again");
+                s.refused = None;
+                s.next_due = now;
+            }
+        }
         self.slots = new
             .images
             .iter()
