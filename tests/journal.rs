@@ -347,3 +347,84 @@ fn the_decoder_reads_both_forms() {
         ]
     );
 }
+
+/// A rollback reaches the journal as an error entry naming the image, the failed digest,
+/// the restored one and how the check ended.
+#[test]
+fn a_rollback_is_an_error_entry_with_both_digests() {
+    let env = Env::new(AuthMode::Anonymous);
+    let flag = env.dir.path().join("unhealthy");
+    let check = format!("test ! -e {}", flag.display());
+    env.edit_config(|v| {
+        v["images"] = json!([{ "ref": "app:stable", "interval_secs": 1 }]);
+        v["sync"] = json!({ "jitter": 0.0 });
+        v["store"]["min_free_bytes"] = json!(0);
+        v["hooks"] = json!({ "health_check": ["/bin/sh", "-c", check], "health_timeout_secs": 5 });
+    });
+    let arm64 = platform("linux/arm64");
+    let (v1, _) = env
+        .fake
+        .push_image_for("app", "stable", &arm64, vec![random_bytes(2000)]);
+    let socket = env.dir.path().join("journal.socket");
+    let journald = Journald::bind(&socket);
+    let stderr_path = env.dir.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&env.config_path)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env("EDGEPULL_JOURNAL_SOCKET", &socket)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start edgepull run");
+    let store = env.store_path();
+    let image = || {
+        edgepull::daemon::status::read(&store)
+            .ok()
+            .map(|s| s.images[0].clone())
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} not within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("v1 checked", &|| {
+        image().is_some_and(|i| i.last_health_check.is_some_and(|h| h.ok))
+    });
+    std::fs::write(&flag, "").unwrap();
+    let (v2, _) = env
+        .fake
+        .push_image_for("app", "v2", &arm64, vec![random_bytes(2001)]);
+    env.fake.move_tag("app", "stable", v2);
+    wait("the rollback", &|| {
+        image().is_some_and(|i| i.failed_digest == Some(v2.to_string()))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let entries: Vec<Entry> = journald
+        .finish()
+        .iter()
+        .filter(|d| !d.is_empty())
+        .map(|d| decode(d))
+        .collect();
+    let e = entry(
+        &entries,
+        "health check failed: rolled back to the previous version",
+    );
+    assert_eq!(field(e, "PRIORITY"), Some("3"), "{e:?}");
+    assert_eq!(
+        field(e, "IMAGE_REF"),
+        Some(format!("{}/app:stable", env.fake.login_host()).as_str())
+    );
+    assert_eq!(field(e, "DIGEST"), Some(v2.to_string().as_str()));
+    assert_eq!(field(e, "RESTORED_DIGEST"), Some(v1.to_string().as_str()));
+    assert_eq!(field(e, "CHECK"), Some("failed"));
+    let check_entry = entry(&entries, "health check failed; counted as failed");
+    assert_eq!(field(check_entry, "EXIT_CODE"), Some("1"), "{check_entry:?}");
+}
