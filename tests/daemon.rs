@@ -1456,3 +1456,61 @@ fn a_sighup_raises_the_cap_of_a_running_download_without_restarting_it() {
     assert_eq!(big[0].body_bytes_sent, size, "{data_gets:?}");
     assert!(h.blob_exists(&layer));
 }
+
+/// The README's metered cellular example, read from README.md as it stands, is a valid
+/// `link` section: the daemon reports its cap and quota, and at noon device time it polls
+/// but downloads nothing until 01:00 device time (`/etc/localtime`).
+#[test]
+fn the_readme_metered_cellular_example_is_a_valid_link_section() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```json\n\"link\": {")
+        .expect("the README's link example");
+    let block = &readme[start + "```json\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    let example: Value = serde_json::from_str(&format!("{{{block}}}")).expect("the example is JSON");
+    let link = example["link"].clone();
+    assert_eq!(link["timezone"], "local", "{link}");
+
+    let offset = |t: i64| -> i64 {
+        tz::TimeZone::local()
+            .ok()
+            .and_then(|z| z.find_local_time_type(t).ok().map(|l| i64::from(l.ut_offset())))
+            .unwrap_or(0)
+    };
+    // Noon device time on the test day, and 01:00 device time the next day.
+    let noon = DAY0 + 12 * 3600 - offset(DAY0 + 12 * 3600);
+    let opens = DAY0 + 86_400 + 3600 - offset(DAY0 + 86_400 + 3600);
+    let clock = Arc::new(Mutex::new(PathBuf::new()));
+    let c = clock.clone();
+    let h = Harness::new(move |v, dir| {
+        v["link"] = link;
+        *c.lock().unwrap() = dir.join("clock");
+    });
+    let clock = clock.lock().unwrap().clone();
+    h.push("stable", vec![random_bytes(3000)]);
+    set_clock(&clock, noon, 0);
+    let d = h.start_with(Start {
+        env: vec![("EDGEPULL_TEST_CLOCK_FILE".into(), clock.display().to_string())],
+        ..Default::default()
+    });
+    d.wait("two checks", Duration::from_secs(10), || {
+        h.image_status()["checks"].as_u64() >= Some(2)
+    });
+    let link = link_status(&h);
+    assert_eq!(link["cap_bytes_per_sec"], 256 * 1024, "{link}");
+    assert_eq!(link["quota_bytes_per_day"], 200_000_000, "{link}");
+    assert!(
+        link["paused"]
+            .as_str()
+            .is_some_and(|p| p.contains("outside download windows")),
+        "{link}"
+    );
+    assert_eq!(
+        link["next_window_start"],
+        edgepull_core::link::rfc3339(opens),
+        "{link}"
+    );
+    assert_eq!(h.fake.connections(ServerName::EastUs), 0, "nothing downloaded");
+    assert_eq!(h.current(), None);
+}
