@@ -10,6 +10,7 @@ pub(crate) mod oci_image;
 pub(crate) mod pki;
 pub(crate) mod proc;
 pub(crate) mod proxy;
+pub(crate) mod relay;
 pub(crate) mod tokens;
 pub(crate) mod tools;
 pub(crate) mod world;

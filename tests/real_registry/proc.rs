@@ -47,6 +47,30 @@ impl Daemon {
         self.child.try_wait().ok().flatten()
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `signal` (the process must still run: panics otherwise).
+    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("send signal");
+    }
+
+    /// SIGTERM, then wait up to `timeout` for the exit (`None`: still running).
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.signal(rustix::process::Signal::TERM);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGKILL and reap; returns the exit status.
     pub(crate) fn kill(&mut self) -> ExitStatus {
         let _ = self.child.kill();

@@ -356,7 +356,21 @@ impl World {
 
     /// Start edgepull in the background (killed on drop); output goes to `<log>`.
     pub(crate) fn spawn_edgepull(&self, config: &Path, args: &[&str], log: &Path) -> Daemon {
-        Daemon::spawn("edgepull", self.edgepull_command(config, args), log, log).expect("spawn edgepull")
+        self.spawn_edgepull_env(config, args, log, &[])
+    }
+
+    /// [`World::spawn_edgepull`] with extra environment variables (the debug builds' test
+    /// seams, e.g. `EDGEPULL_TEST_CLOCK_FILE`).
+    pub(crate) fn spawn_edgepull_env(
+        &self,
+        config: &Path,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &Path)],
+    ) -> Daemon {
+        let mut cmd = self.edgepull_command(config, args);
+        cmd.envs(env.iter().copied());
+        Daemon::spawn("edgepull", cmd, log, log).expect("spawn edgepull")
     }
 }
 
