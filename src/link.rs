@@ -430,8 +430,8 @@ fn limited(cfg: &LinkConfig) -> bool {
     cfg.max_bytes_per_sec.is_some() || cfg.max_bytes_per_day.is_some() || !cfg.schedule.windows.is_empty()
 }
 
-/// The device's time zone for `"local"` windows. Blocking: reads `/etc/localtime` (or
-/// `TZ`). Unreadable: UTC, with a warning.
+/// The device's time zone for `"local"` windows. Blocking: reads `/etc/localtime` (not
+/// `TZ`, which a systemd service does not set). Unreadable: UTC, with a warning.
 fn local_zone(zone: TimeZone) -> Option<tz::TimeZone> {
     if zone != TimeZone::Local {
         return None;
