@@ -176,6 +176,8 @@ struct Daemon {
     silences: Silences,
     /// `rollout.json`: when each pending digest was first seen.
     record: rollout::Record,
+    /// The wall clock (staged rollouts, stamps).
+    clock: WallClock,
 }
 
 /// Run the daemon with the config at `config_path` until `shutdown` completes, telling
@@ -184,8 +186,49 @@ struct Daemon {
 pub async fn run(
     config_path: PathBuf,
     notifier: Notifier,
+    requests: mpsc::UnboundedReceiver<Request>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    run_with_clock(config_path, notifier, requests, shutdown, WallClock::system()).await
+}
+
+/// The wall clock the daemon reads for staged rollouts (`first_seen`, the slot, when a
+/// pending digest is adopted) and the stamps of `status.json`. [`WallClock::system`] in
+/// the product; a simulation (`examples/fleet-sim`) passes one that follows its paused
+/// Tokio clock, so simulated hours run in seconds.
+#[derive(Clone)]
+pub struct WallClock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl WallClock {
+    /// The system's clock (`SystemTime::now`).
+    pub fn system() -> Self {
+        Self(Arc::new(SystemTime::now))
+    }
+
+    /// A clock that reads `now`.
+    pub fn new(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    /// The time now.
+    pub(crate) fn now(&self) -> SystemTime {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WallClock")
+    }
+}
+
+/// [`run`], reading the wall clock from `clock`.
+pub async fn run_with_clock(
+    config_path: PathBuf,
+    notifier: Notifier,
     mut requests: mpsc::UnboundedReceiver<Request>,
     shutdown: impl Future<Output = ()>,
+    clock: WallClock,
 ) -> Result<(), DaemonError> {
     let cfg = setup::load_config(config_path).await?;
     for note in &cfg.notes {
@@ -213,6 +256,7 @@ pub async fn run(
         metrics: Metrics::default(),
         running: None,
         events_tx,
+        clock,
     };
     d.load_local_state().await;
     d.load_pending().await;
@@ -349,6 +393,7 @@ impl Daemon {
             pending: slot.pending.map(|(p, _)| p),
             prefetched: slot.prefetched,
             adopt_now: slot.adopt_now,
+            clock: self.clock.clone(),
         };
         self.running = Some(Running {
             name: slot.name.clone(),
@@ -506,7 +551,7 @@ impl Daemon {
         let mut status = Status {
             version: STATUS_VERSION,
             pid: std::process::id(),
-            updated: Stamp::of(SystemTime::now()),
+            updated: Stamp::of(self.clock.now()),
             images: self.slots.iter().map(|s| s.status(now)).collect(),
             link: Some(Box::new(self.link.status())),
         };

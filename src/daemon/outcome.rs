@@ -5,7 +5,7 @@
 //! Owns: what each outcome changes in the supervisor's state. Never does IO itself (the
 //! record and the files are handed to their writers) and never starts a job.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -24,7 +24,7 @@ impl Daemon {
 
     pub(super) fn finish_job(&mut self, name: &str, outcome: JobOutcome) {
         let (downloaded, resumed) = self.tracker.take_counters();
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let sync = self.cfg.sync;
         let Some(i) = self.slots.iter().position(|s| s.name == name) else {
             return; // removed by a reload while it ran

@@ -255,6 +255,8 @@ pub(crate) struct Job {
     pub pending: Option<Pending>,
     pub prefetched: bool,
     pub adopt_now: bool,
+    /// The wall clock for the staged-rollout decision.
+    pub clock: super::WallClock,
 }
 
 /// What the staged rollout lets a job do ([`Job::stage`]).
@@ -577,7 +579,9 @@ impl Job {
             window_secs: self.rollout.window_secs,
             prefetch: self.rollout.prefetch,
         };
-        let now = SystemTime::now()
+        let now = self
+            .clock
+            .now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let verdict = rollout::decide(
