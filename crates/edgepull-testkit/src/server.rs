@@ -38,6 +38,7 @@ pub(crate) async fn serve(
             }
         };
         shared.count_connection(server);
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
