@@ -251,11 +251,12 @@ impl<'a> Fleet<'a> {
         let notifier = Notifier::new(Some(socket.as_os_str()), None, None);
         // No requests: a closed channel is no error for the daemon.
         let (_, requests) = mpsc::unbounded_channel();
-        d.daemon = Some(tokio::spawn(edgepull::daemon::run(
+        d.daemon = Some(tokio::spawn(edgepull::daemon::run_with_clock(
             d.config.clone(),
             notifier,
             requests,
             self.stop.clone().cancelled_owned(),
+            clock::wall_clock(),
         )));
     }
 
