@@ -184,8 +184,10 @@ class Bench:
         os.makedirs(self.dest_root, exist_ok=True)
         self.tmp = os.path.join(self.scratch, "tmp")
         os.makedirs(self.tmp, exist_ok=True)
-        self.env = dict(os.environ, TMPDIR=self.tmp, EDGEPULL_LOG="warn")
-        self.env.pop("EDGEPULL_CONFIG", None)
+        # edgepull logs as it does by default (info, plain lines on stderr, collected here).
+        self.env = dict(os.environ, TMPDIR=self.tmp)
+        for k in ("EDGEPULL_CONFIG", "EDGEPULL_LOG"):
+            self.env.pop(k, None)
         with open(args.builds) as f:
             self.builds = json.load(f)
         self.results = {"quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -313,6 +315,7 @@ class Bench:
             "seconds": secs, "images": ["small", "big"],
             "vmrss_kib_start": measure.kib(s0["VmRSS"]), "vmrss_kib": measure.kib(s1["VmRSS"]),
             "vmhwm_kib": measure.kib(s1["VmHWM"]), "threads": int(s1["Threads"]),
+            "rss_anon_kib": measure.kib(s1["RssAnon"]), "rss_file_kib": measure.kib(s1["RssFile"]),
             "threads_max": peak, "threads_exited": exited,
             "voluntary": vol, "involuntary": invol, "cpu_seconds": cpu1 - cpu0,
         }
@@ -360,6 +363,24 @@ class Bench:
         self.results["arm"] = out
 
 
+def serve(bench):
+    """--serve: write a config per image, say how to pull, and wait to be stopped."""
+    w = bench.world
+    store = os.path.join(bench.dest_root, "serve")
+    cfg = os.path.join(bench.scratch, "serve.config.json")
+    with open(cfg, "w") as f:
+        json.dump(w.edgepull_config(store), f, indent=1)
+    log(f"serving; the world's processes are in the mount namespace of pid {os.getpid()} "
+        f"(nsenter -t {os.getpid()} -m ... for skopeo, ctr, curl)")
+    for tag in w.images:
+        print(f"  edgepull --config {cfg} pull --no-progress {w.ref(tag)}", flush=True)
+    print("  (Ctrl-C or SIGTERM stops)", flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+
+
 def machine(scratch):
     cpu = sh(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p' | head -1"])
     fs = sh(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", scratch])
@@ -392,12 +413,16 @@ def main():
     ap.add_argument("--sections", default="peers,openssl,idle,arm")
     ap.add_argument("--docs", help="the markdown file to (re)write")
     ap.add_argument("--svg", help="the chart to write")
+    ap.add_argument("--serve", action="store_true", help="start the world and wait")
     args = ap.parse_args()
     args.sections = args.sections.split(",")
     bench = Bench(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         bench.start_world()
+        if args.serve:
+            serve(bench)
+            return
         for section in ("peers", "openssl", "idle", "arm"):
             if section in args.sections:
                 getattr(bench, section)()

@@ -128,9 +128,11 @@ def idle_table(res):
     if not i:
         return ""
     return "\n".join([
-        "| VmRSS at start → end | VmHWM | threads (max, exited) | voluntary / involuntary switches | CPU |",
-        "| --- | --- | --- | --- | --- |",
-        f"| {i['vmrss_kib_start']:,} → {i['vmrss_kib']:,} kB | {i['vmhwm_kib']:,} kB "
+        "| VmRSS at start → end | of which anonymous / file | VmHWM | threads (max, exited) "
+        "| voluntary / involuntary switches | CPU |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| {i['vmrss_kib_start']:,} → {i['vmrss_kib']:,} kB "
+        f"| {i.get('rss_anon_kib', 0):,} / {i.get('rss_file_kib', 0):,} kB | {i['vmhwm_kib']:,} kB "
         f"| {i['threads']} ({i.get('threads_max', '?')}, {i.get('threads_exited', '?')}) "
         f"| {i['voluntary']} / {i['involuntary']} in {i['seconds']} s | {i['cpu_seconds']:.2f} s |"])
 
@@ -152,37 +154,49 @@ def table(res):
     return "\n".join(parts)
 
 
+SHORT = {"edgepull": "edgepull", "edgepull_cap": "edgepull, cap set",
+         "edgepull_alt": "edgepull, other profile", "skopeo": "skopeo copy",
+         "ctr": "ctr content fetch", "floor": "floor (curl)"}
+
+
 def svg(res):
-    """Horizontal bars: median wall time per contender, one group per image, each group
-    scaled to its own slowest contender; the label gives seconds and the ratio."""
+    """Two panels of horizontal bars per image: median wall time and median CPU time per
+    contender, each group scaled to its own largest value; labels give the value and the
+    ratio to edgepull."""
     groups = [(tag, img, res["peers"][tag]) for tag, img in res.get("images", {}).items()
               if tag in res.get("peers", {})]
-    bar_h, gap, left, width = 18, 26, 230, 420
-    height = 40 + sum(len(_keys(b)) * bar_h + gap + 16 for _, _, b in groups) + 10
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 170}" '
+    bar_h, gap, left, width, gutter = 18, 26, 160, 300, 150
+    x2 = left + width + gutter
+    height = 50 + sum(len(_keys(b)) * bar_h + gap + 16 for _, _, b in groups) + 10
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{x2 + width + gutter}" '
            f'height="{height}" font-family="sans-serif" font-size="12">',
-           f'<rect width="100%" height="100%" fill="white"/>',
-           f'<text x="10" y="20" font-size="14" font-weight="bold">Median wall time per pull '
-           f'(shorter is better; label: seconds, ÷ edgepull)</text>']
-    y = 40
+           '<rect width="100%" height="100%" fill="white"/>',
+           f'<text x="10" y="20" font-size="14" font-weight="bold">Median per pull '
+           f'(shorter is better; label: value, ×edgepull)</text>',
+           f'<text x="{left}" y="40" font-weight="bold">wall time (s)</text>',
+           f'<text x="{x2}" y="40" font-weight="bold">CPU time, user + system (s)</text>']
+    y = 50
     for tag, img, b in groups:
         out.append(f'<text x="10" y="{y + 12}" font-weight="bold">'
                    f'{html.escape(img["title"])}</text>')
         y += 18
         keys = _keys(b)
-        top = max(b["median"][k]["wall"] for k in keys)
-        ep = b["median"]["edgepull"]["wall"]
-        for k in keys:
-            w = b["median"][k]["wall"]
-            bw = max(1, width * w / top)
-            out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">'
-                       f'{html.escape(b["labels"][k])}</text>')
-            out.append(f'<rect x="{left}" y="{y + 2}" width="{bw:.1f}" height="{bar_h - 4}" '
-                       f'fill="{COLORS.get(k, "#888")}"/>')
-            out.append(f'<text x="{left + bw + 6:.1f}" y="{y + 13}">{w:.2f} s '
-                       f'(×{w / ep:.2f})</text>')
-            y += bar_h
-        y += gap - 10
+        for metric, x0 in (("wall", left), ("cpu", x2)):
+            top = max(b["median"][k][metric] for k in keys) or 1
+            ep = b["median"]["edgepull"][metric] or 1
+            yy = y
+            for k in keys:
+                v = b["median"][k][metric]
+                bw = max(1, width * v / top)
+                if metric == "wall":
+                    out.append(f'<text x="{left - 6}" y="{yy + 13}" text-anchor="end">'
+                               f'{html.escape(SHORT.get(k, k))}</text>')
+                out.append(f'<rect x="{x0}" y="{yy + 2}" width="{bw:.1f}" height="{bar_h - 4}" '
+                           f'fill="{COLORS.get(k, "#888")}"/>')
+                out.append(f'<text x="{x0 + bw + 6:.1f}" y="{yy + 13}">{v:.2f} '
+                           f'(×{v / ep:.2f})</text>')
+                yy += bar_h
+        y += len(keys) * bar_h + gap - 10
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
