@@ -228,7 +228,7 @@ class Bench:
 
     def peers(self):
         rel = self.native("release")
-        alt = self.native("alt")
+        alts = [b for b in self.builds if b["triple"] == "native" and b["variant"] != "release"]
         images = [t for t, _, _ in (IMAGES_QUICK if self.args.quick else IMAGES_FULL)]
         runs = self.args.runs
         out = {}
@@ -236,9 +236,9 @@ class Bench:
             cs = [Edgepull(self, "edgepull", "edgepull pull", rel["path"]),
                   Edgepull(self, "edgepull_cap", f"edgepull pull --max-rate {HUGE_RATE}",
                            rel["path"], ["--max-rate", HUGE_RATE])]
-            if alt and tag == "big":
-                cs.append(Edgepull(self, "edgepull_alt", f"edgepull pull ({alt['label']})",
-                                   alt["path"]))
+            if tag == "big":
+                cs += [Edgepull(self, f"edgepull_{b['variant']}", f"edgepull pull ({b['label']})",
+                                b["path"]) for b in alts]
             cs += [Skopeo(self), Ctr(self), Floor(self)]
             per = {c.key: [] for c in cs}
             log(f"{tag}: warm-up, then {runs} rounds of {' '.join(c.key for c in cs)}")

@@ -6,9 +6,9 @@ import os
 MiB = 1 << 20
 GiB = 1 << 30
 
-ORDER = ["edgepull", "edgepull_cap", "edgepull_alt", "skopeo", "ctr", "floor"]
-COLORS = {"edgepull": "#1f6feb", "edgepull_cap": "#6ea8fe", "edgepull_alt": "#9ec5fe",
-          "skopeo": "#d1242f", "ctr": "#bf8700", "floor": "#57606a"}
+ORDER = ["edgepull", "edgepull_cap", "edgepull_z", "edgepull_ovr", "skopeo", "ctr", "floor"]
+COLORS = {"edgepull": "#1f6feb", "edgepull_cap": "#6ea8fe", "edgepull_z": "#9ec5fe",
+          "edgepull_ovr": "#9ec5fe", "skopeo": "#d1242f", "ctr": "#bf8700", "floor": "#57606a"}
 
 BEGIN = "<!-- scripts/bench: generated from here -->"
 END = "<!-- scripts/bench: generated up to here -->"
@@ -155,7 +155,8 @@ def table(res):
 
 
 SHORT = {"edgepull": "edgepull", "edgepull_cap": "edgepull, cap set",
-         "edgepull_alt": "edgepull, other profile", "skopeo": "skopeo copy",
+         "edgepull_z": "edgepull, all opt z", "edgepull_ovr": "edgepull, 7 crates opt 3",
+         "skopeo": "skopeo copy",
          "ctr": "ctr content fetch", "floor": "floor (curl)"}
 
 
