@@ -448,7 +448,8 @@ def build_image(layout, tag, layer_sizes):
 class World:
     def __init__(self, scratch, storage_base):
         self.dir = scratch
-        os.makedirs(scratch, exist_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)  # logs of an earlier run
+        os.makedirs(scratch)
         self.storage_dir = os.path.join(storage_base, "storage")
         shutil.rmtree(self.storage_dir, ignore_errors=True)
         os.makedirs(self.storage_dir)
