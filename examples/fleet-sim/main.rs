@@ -24,6 +24,7 @@ mod scenario;
 mod summary;
 mod svg;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -81,6 +82,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("EDGEPULL_LOG").unwrap_or_else(|_| "error".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     clock::start();
