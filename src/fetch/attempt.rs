@@ -220,7 +220,8 @@ impl Fetcher {
             } else {
                 chunk
             };
-            if let Err(e) = ingest.write(&chunk).await {
+            let len = chunk.len() as u64;
+            if let Err(e) = ingest.write_bytes(chunk).await {
                 // Too many bytes (or a disk error): abort this transfer at once.
                 if e.is_integrity()
                     && let Err(reset) = ingest.reset().await
@@ -233,7 +234,7 @@ impl Fetcher {
             // The link's cap: wait here, between reads and never inside one, so this wait is
             // never taken for a slow server. A closed link (window, quota) stops the transfer.
             let admit_start = tokio::time::Instant::now();
-            let admitted = self.link.admit(chunk.len() as u64, &self.cancel).await;
+            let admitted = self.link.admit(len, &self.cancel).await;
             // Time spent waiting for the cap is not the server's: the rate watch skips it.
             capped += admit_start.elapsed();
             match admitted {

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::fsio::{
-    WriteBudget, discard_temp, io_err, remove_tree_if_exists, rename_durable, sync_dir, write_synced,
+    GroupSync, WriteBudget, discard_temp, io_err, remove_tree_if_exists, rename_durable, sync_dir,
+    write_synced,
 };
 use super::layout::{self, ImageEntry, PreviousEntry, RolledBack, Switch, validate_ref_name};
 use super::lock::{BusySet, StoreLock};
@@ -37,8 +38,8 @@ impl Store {
         let budget = Arc::new(WriteBudget::default());
         let removed_temp_files = layout::remove_temp_files(&oci)?;
         layout::ensure(&oci, &budget)?;
-        let (removed_ingests, kept_ingests) =
-            ingest::recover(&ingest_root, &oci.join("blobs").join("sha256"))?;
+        let blobs_dir = oci.join("blobs").join("sha256");
+        let (removed_ingests, kept_ingests) = ingest::recover(&ingest_root, &blobs_dir)?;
         let recovery = RecoveryReport {
             removed_temp_files,
             removed_ingests,
@@ -62,6 +63,7 @@ impl Store {
                 busy: BusySet::default(),
                 index_lock: Mutex::new(()),
                 tmp_counter: AtomicU64::new(0),
+                blob_dir_sync: GroupSync::new(blobs_dir),
                 budget,
                 recovery,
                 lock,

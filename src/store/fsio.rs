@@ -90,6 +90,59 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     d.sync_all().map_err(io_err("fsync directory", dir))
 }
 
+/// Group commit of one directory's fsync: many threads that each renamed a file into `dir`
+/// need the rename durable, and one fsync of the directory covers every rename made before
+/// it started. A caller takes a ticket after its rename and returns once a sync that began
+/// after that ticket has finished: it runs one itself, or finds that one already did. So
+/// concurrent commits of small blobs share directory fsyncs instead of queueing one each.
+#[derive(Debug)]
+pub(crate) struct GroupSync {
+    dir: PathBuf,
+    /// Tickets handed out (each after a completed rename into `dir`).
+    issued: std::sync::Mutex<u64>,
+    /// Held while a sync runs: the highest ticket the last successful sync covered.
+    synced: std::sync::Mutex<u64>,
+    /// Directory fsyncs actually run (what the grouping saves is visible in tests).
+    runs: AtomicU64,
+}
+
+impl GroupSync {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            issued: std::sync::Mutex::new(0),
+            synced: std::sync::Mutex::new(0),
+            runs: AtomicU64::new(0),
+        }
+    }
+
+    /// Make every rename into the directory that completed before this call durable.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        let lock = |m: &std::sync::Mutex<u64>| *m.lock().unwrap_or_else(|p| p.into_inner());
+        let ticket = {
+            let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+            *issued += 1;
+            *issued
+        };
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= ticket {
+            return Ok(());
+        }
+        // Every ticket issued by now belongs to a rename that completed before it was taken.
+        let covers = lock(&self.issued);
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        sync_dir(&self.dir)?;
+        *synced = covers;
+        Ok(())
+    }
+
+    /// How many directory fsyncs ran.
+    #[cfg(test)]
+    pub(crate) fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+}
+
 /// Directories cannot be fsynced through `File` on this platform.
 #[cfg(not(unix))]
 pub(crate) fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
@@ -223,5 +276,54 @@ mod tests {
         fs::write(dir.path().join("a/b/c"), b"x").unwrap();
         remove_tree_if_exists(&dir.path().join("a")).unwrap();
         assert!(!dir.path().join("a").exists());
+    }
+
+    #[test]
+    fn group_sync_runs_one_fsync_per_caller_alone_and_one_for_all_who_waited() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = GroupSync::new(dir.path().to_path_buf());
+        // Alone, every call runs its own sync: nothing ran after its ticket was taken.
+        for _ in 0..3 {
+            g.sync().unwrap();
+        }
+        assert_eq!(g.runs(), 3);
+
+        // Eight callers arrive while a sync is in progress (the test holds its lock): when it
+        // ends, the first of them runs one sync that covers all eight; the rest return.
+        let g = std::sync::Arc::new(GroupSync::new(dir.path().to_path_buf()));
+        let in_progress = g.synced.lock().unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let g = g.clone();
+                std::thread::spawn(move || g.sync().unwrap())
+            })
+            .collect();
+        while *g.issued.lock().unwrap() < 8 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(in_progress);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(g.runs(), 1, "one sync for the eight");
+        assert_eq!(*g.synced.lock().unwrap(), 8, "and it covered every ticket");
+    }
+
+    #[test]
+    fn group_sync_reports_a_failed_sync_and_a_later_caller_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        fs::create_dir(&gone).unwrap();
+        let g = GroupSync::new(gone.clone());
+        fs::remove_dir(&gone).unwrap();
+        let e = g.sync().unwrap_err();
+        assert!(e.to_string().contains("gone"), "{e}");
+        fs::create_dir(&gone).unwrap();
+        g.sync().unwrap();
+        assert_eq!(
+            g.runs(),
+            2,
+            "the failure advanced nothing: the next caller synced again"
+        );
     }
 }

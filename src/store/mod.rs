@@ -110,6 +110,8 @@ struct Inner {
     index_lock: Mutex<()>,
     /// Makes `put_blob` temp names unique within the process.
     tmp_counter: AtomicU64,
+    /// The group-committed fsync of `blobs/sha256` after a blob's rename.
+    blob_dir_sync: fsio::GroupSync,
     /// Test seam: bytes writable before writes fail like a full disk (unlimited).
     budget: Arc<WriteBudget>,
     recovery: RecoveryReport,

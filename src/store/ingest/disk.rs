@@ -18,10 +18,10 @@ use super::IngestStatus;
 use crate::store::StoreError;
 use crate::store::fsio::{
     WriteBudget, io_err, read_capped, remove_file_if_exists, remove_tree_if_exists, sync_dir, unix_now,
-    write_atomic,
+    write_atomic, write_err,
 };
 use crate::store::lock::BusySet;
-use crate::store::perms::{create_dir, create_exclusive, is_symlink, make_writable, open_rw};
+use crate::store::perms::{create_dir, create_exclusive, is_symlink, make_writable, open_read, open_rw};
 use edgepull_core::oci::{Digest, Hasher};
 
 /// Prefix of an ingest directory name; the rest is the digest's hex.
@@ -114,25 +114,40 @@ pub(super) fn write_checkpoint(dir: &Path, offset: u64, budget: &WriteBudget) ->
     .map(drop)
 }
 
+/// An ingest opened by [`open_blocking`].
+pub(super) struct Opened {
+    /// The data file, positioned at `offset`.
+    pub(super) file: File,
+    /// The hash of the bytes before `offset`.
+    pub(super) hasher: Hasher,
+    pub(super) offset: u64,
+    /// Whether the directory and its meta are durable. A fresh ingest is not: it has no
+    /// checkpoint to lose, so making it durable waits for its first checkpoint
+    /// ([`make_durable`]), and a blob that completes before one costs no fsync to start.
+    pub(super) durable: bool,
+}
+
 /// Resume the ingest in `dir` if its meta matches, else start it fresh.
-/// Returns the open data file (positioned at the offset), the hash of the bytes before the
-/// offset, and the offset.
 pub(super) fn open_blocking(
-    ingest_root: &Path,
     dir: &Path,
     digest: Digest,
     size: u64,
     media_type: &str,
     budget: &WriteBudget,
-) -> Result<(File, Hasher, u64), StoreError> {
+) -> Result<Opened, StoreError> {
     if is_symlink(dir) {
         tracing::warn!(digest = %digest, dir = %dir.display(), "ingest directory is a symbolic link; removing the link and restarting at 0");
-        return start_fresh(ingest_root, dir, digest, size, media_type, budget);
+        return start_fresh(dir, digest, size, media_type, budget);
     }
     match read_meta(dir)? {
         Some(meta) if meta.digest == digest && meta.size == size => {
-            if let Some(resumed) = try_resume(dir, digest, size)? {
-                return Ok(resumed);
+            if let Some((file, hasher, offset)) = try_resume(dir, digest, size)? {
+                return Ok(Opened {
+                    file,
+                    hasher,
+                    offset,
+                    durable: true,
+                });
             }
         }
         Some(meta) => tracing::info!(
@@ -146,7 +161,7 @@ pub(super) fn open_blocking(
         }
         None => {}
     }
-    start_fresh(ingest_root, dir, digest, size, media_type, budget)
+    start_fresh(dir, digest, size, media_type, budget)
 }
 
 /// Truncate `data` to the checkpoint and re-hash it. `None` if the ingest cannot be resumed
@@ -223,16 +238,14 @@ pub(crate) fn hash_prefix(file: &mut File, len: u64, path: &Path) -> Result<Hash
 }
 
 fn start_fresh(
-    ingest_root: &Path,
     dir: &Path,
     digest: Digest,
     size: u64,
     media_type: &str,
     budget: &WriteBudget,
-) -> Result<(File, Hasher, u64), StoreError> {
+) -> Result<Opened, StoreError> {
     remove_tree_if_exists(dir)?;
     create_dir(dir)?;
-    sync_dir(ingest_root)?;
     let meta = IngestMeta {
         digest,
         size,
@@ -244,9 +257,32 @@ fn start_fresh(
         path: dir.join(META),
         source: io::Error::other(e),
     })?;
-    write_atomic(dir, META, META_TMP, &body, budget)?;
+    // Written in place, not synced: the directory is new, and a torn or missing meta.json
+    // after a crash only means "no valid meta", which recovery removes and `open` restarts
+    // (there is no checkpoint yet to lose). The first checkpoint syncs it first.
+    let meta_path = dir.join(META);
+    let mut f = create_exclusive(&meta_path)?;
+    budget
+        .write_all(&mut f, &body)
+        .map_err(write_err("write", &meta_path, Some(body.len() as u64)))?;
+    drop(f);
     let file = create_exclusive(&dir.join(DATA))?;
-    Ok((file, Hasher::new(), 0))
+    Ok(Opened {
+        file,
+        hasher: Hasher::new(),
+        offset: 0,
+        durable: false,
+    })
+}
+
+/// Make a fresh ingest durable before its first checkpoint is written: fsync `meta.json`
+/// and the ingest root (which holds the new directory). The checkpoint's own rename then
+/// fsyncs the ingest directory, which makes the names of `meta.json` and `data` durable.
+pub(super) fn make_durable(ingest_root: &Path, dir: &Path) -> Result<(), StoreError> {
+    let meta = dir.join(META);
+    let f = open_read(&meta).map_err(io_err("open", &meta))?;
+    f.sync_all().map_err(io_err("fsync", &meta))?;
+    sync_dir(ingest_root)
 }
 
 /// Start-up recovery of `ingest_root`: remove everything that is not a resumable ingest

@@ -17,22 +17,23 @@ mod disk;
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::fsio::{WriteBudget, io_err, remove_tree_if_exists, rename_durable, sync_dir, write_err};
+use super::fsio::{WriteBudget, io_err, remove_tree_if_exists, sync_dir, write_err};
 use super::lock::BusyGuard;
 use super::perms::{BLOB_MODE, set_mode};
 use super::{Store, StoreError};
 use edgepull_core::oci::{Digest, Hasher};
 use edgepull_core::resume::DEFAULT_CHECKPOINT_BYTES;
 
-use disk::{DATA, open_blocking, write_checkpoint};
+use disk::{DATA, Opened, make_durable, open_blocking, write_checkpoint};
 pub(crate) use disk::{blob_present, dir_name, hash_prefix, last_write, list, recover};
 
 /// Default time after which new bytes are checkpointed on the next write.
@@ -80,6 +81,8 @@ pub struct Ingest {
     last_checkpoint: Instant,
     checkpoint_bytes: u64,
     checkpoint_interval: Duration,
+    /// Whether the ingest directory and its meta are durable (see `disk::Opened`).
+    durable: bool,
     state: Option<IoState>,
 }
 
@@ -108,11 +111,15 @@ impl Ingest {
         let dir = store.ingest_dir(&digest);
         let media_type = media_type.to_string();
         let task_dir = dir.clone();
-        let ingest_root = store.ingest_root();
         let budget = store.inner.budget.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            open_blocking(&ingest_root, &task_dir, digest, size, &media_type, &budget).map(
-                |(file, hasher, offset)| {
+            open_blocking(&task_dir, digest, size, &media_type, &budget).map(
+                |Opened {
+                     file,
+                     hasher,
+                     offset,
+                     durable,
+                 }| {
                     (
                         IoState {
                             file,
@@ -121,12 +128,13 @@ impl Ingest {
                             _busy: busy,
                         },
                         offset,
+                        durable,
                     )
                 },
             )
         })
         .await;
-        let (state, offset) = match opened {
+        let (state, offset, durable) = match opened {
             Ok(r) => r?,
             Err(join) => {
                 tracing::error!(digest = %digest, error = %join, "ingest open task failed");
@@ -147,6 +155,7 @@ impl Ingest {
             last_checkpoint: Instant::now(),
             checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            durable,
             state: Some(state),
         })
     }
@@ -217,6 +226,12 @@ impl Ingest {
     /// Append `chunk`. Refuses (writing nothing) a chunk that would go past the descriptor
     /// size. Checkpoints automatically (see [`Ingest::set_checkpoint_bytes`]).
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.write_bytes(Bytes::copy_from_slice(chunk)).await
+    }
+
+    /// [`Ingest::write`] for a chunk the caller already owns (the body of a response): it
+    /// moves to the blocking task without a copy.
+    pub async fn write_bytes(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         if chunk.is_empty() {
             return Ok(());
         }
@@ -228,8 +243,7 @@ impl Ingest {
                 attempted,
             });
         }
-        let buf = chunk.to_vec();
-        let (written, error) = self.with_state(move |st| Ok(write_counted(st, &buf))).await?;
+        let (written, error) = self.with_state(move |st| Ok(write_counted(st, &chunk))).await?;
         self.offset += written;
         if let Some(source) = error {
             let needed = self.size - self.offset;
@@ -252,12 +266,17 @@ impl Ingest {
         }
         let offset = self.offset;
         let dir = self.dir.clone();
+        let ingest_root = (!self.durable).then(|| self.store.ingest_root());
         self.with_state(move |st| {
             let data = dir.join(DATA);
             st.file.sync_data().map_err(io_err("fdatasync", &data))?;
+            if let Some(root) = ingest_root {
+                make_durable(&root, &dir)?;
+            }
             write_checkpoint(&dir, offset, &st.budget)
         })
         .await?;
+        self.durable = true;
         self.checkpointed = offset;
         self.last_checkpoint = Instant::now();
         Ok(())
@@ -283,9 +302,10 @@ impl Ingest {
         Ok(())
     }
 
-    /// Verify and publish the blob: fsync; check that all `size` bytes were written and that
-    /// the file has that length; check the digest; make it read-only; rename it into
-    /// `blobs/sha256/<hex>`; fsync that directory; remove the ingest directory.
+    /// Verify and publish the blob: check that all `size` bytes were written and that the
+    /// file has that length; check the digest; make it read-only; fsync; rename it into
+    /// `blobs/sha256/<hex>`; fsync that directory (shared with concurrent commits); remove
+    /// the ingest directory.
     ///
     /// - Fewer than `size` bytes written: [`StoreError::Incomplete`]; the ingest is kept
     ///   (resume it with [`Store::ingest`]).
@@ -310,6 +330,7 @@ impl Ingest {
             });
         }
         let job = CommitJob {
+            store: self.store.clone(),
             digest: self.digest,
             size: self.size,
             dir: self.dir.clone(),
@@ -348,6 +369,7 @@ fn write_counted(st: &mut IoState, buf: &[u8]) -> (u64, Option<io::Error>) {
 }
 
 struct CommitJob {
+    store: Store,
     digest: Digest,
     size: u64,
     dir: PathBuf,
@@ -361,7 +383,6 @@ impl CommitJob {
             file, hasher, _busy, ..
         } = state;
         let data = self.dir.join(DATA);
-        file.sync_all().map_err(io_err("fsync", &data))?;
         let on_disk = file.metadata().map_err(io_err("stat", &data))?.len();
         if on_disk != self.size {
             drop(file);
@@ -386,28 +407,38 @@ impl CommitJob {
         if blob_present(&self.target, self.size) {
             drop(file);
             tracing::debug!(digest = %self.digest, "blob already committed; dropping the ingest");
-            self.cleanup();
+            self.cleanup(false);
             return Ok(self.target);
         }
-        // Read-only before the rename, so the blob is never visible writable.
+        // Read-only before the rename, so the blob is never visible writable; one fsync
+        // makes the bytes and the mode durable before the name exists.
         set_mode(&file, BLOB_MODE, &data)?;
         file.sync_all().map_err(io_err("fsync", &data))?;
         drop(file);
-        rename_durable(&data, &self.target)?;
-        // The blob is committed; nothing below can be rolled back, so it only logs.
-        self.cleanup();
+        fs::rename(&data, &self.target).map_err(io_err("rename into place", &self.target))?;
+        // Concurrent commits share the fsync of `blobs/sha256` (group commit).
+        self.store.inner.blob_dir_sync.sync()?;
+        // The blob is committed; nothing below can be rolled back, so it only logs. No fsync
+        // of the ingest root: an ingest that a power cut brings back is removed by start-up
+        // recovery, since its blob is committed.
+        self.cleanup(false);
         Ok(self.target)
     }
 
     /// Delete the ingest after a failed verification. Logs if that fails.
     fn discard(&self, why: &str) {
         tracing::warn!(digest = %self.digest, dir = %self.dir.display(), "{why}; deleting the ingest");
-        self.cleanup();
+        self.cleanup(true);
     }
 
-    fn cleanup(&self) {
+    /// Remove the ingest directory; `durable`: and fsync the ingest root, so that a power
+    /// cut cannot bring back content that failed verification.
+    fn cleanup(&self, durable: bool) {
         if let Err(e) = remove_tree_if_exists(&self.dir) {
             tracing::warn!(digest = %self.digest, error = %crate::error_chain(&e), "could not remove ingest directory");
+            return;
+        }
+        if !durable {
             return;
         }
         if let Err(e) = sync_dir(&self.ingest_root) {
