@@ -29,6 +29,7 @@ use edgepull_core::oci::platform::{describe_offered, select};
 use edgepull_core::oci::sizes::{SizeError, check_blob_sizes};
 use edgepull_core::oci::{Descriptor, Digest, Document, Platform, Reference};
 use edgepull_core::retry::RetryPolicy;
+use edgepull_core::slots;
 
 /// Why a pull failed.
 #[derive(Debug, thiserror::Error)]
@@ -533,13 +534,22 @@ impl Puller {
     pub(crate) async fn download(&self, plan: &PullPlan) -> Result<Vec<FetchStats>, PullError> {
         let name = plan.name();
         let repo = plan.reference.repository();
+        // `concurrency` slots; small blobs share one (edgepull_core::slots). The semaphore is
+        // fair, so a large blob waiting for a whole slot is not overtaken by later ones.
+        let pool = tokio::sync::Semaphore::new(slots::permits(self.concurrency) as usize);
         let fetches: Vec<_> = plan
             .blobs
             .iter()
-            .map(|d| self.fetch_blob(plan, repo, d))
+            .map(|d| {
+                let pool = &pool;
+                async move {
+                    let _slot = pool.acquire_many(slots::weight(d.size, self.concurrency)).await;
+                    self.fetch_blob(plan, repo, d).await
+                }
+            })
             .collect();
         let stats: Result<Vec<FetchStats>, PullError> = stream::iter(fetches)
-            .buffer_unordered(self.concurrency.max(1))
+            .buffer_unordered(slots::max_in_flight(self.concurrency))
             .try_collect()
             .await;
         self.fetcher.progress.end();

@@ -34,6 +34,7 @@ pub mod rollout;
 pub mod schedule;
 pub mod secret;
 pub mod signature;
+pub mod slots;
 pub mod store;
 pub mod text;
 pub mod token;
