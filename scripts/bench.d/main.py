@@ -244,7 +244,9 @@ class Bench:
             log(f"{tag}: warm-up, then {runs} rounds of {' '.join(c.key for c in cs)}")
             for rnd in range(runs + 1):
                 for c in cs:
+                    s0 = self.server_cpu()
                     r = c.run(tag)
+                    r["server_cpu"] = self.server_cpu() - s0
                     if rnd > 0:
                         per[c.key].append(r)
                 if rnd > 0:
@@ -255,6 +257,10 @@ class Bench:
                         "median": {k: measure.summarize(v) for k, v in per.items()}}
         out["ciphers"] = self.world.nginx_ciphers()
         self.results["peers"] = out
+
+    def server_cpu(self):
+        """CPU seconds the login server and the data endpoint have used so far."""
+        return sum(measure.read_stat_cpu(p) for p in self.world.server_pids())
 
     # -- openssl speed: the CPU floor --------------------------------------------------------
 

@@ -136,8 +136,8 @@ def summarize(runs):
     """Medians (and min/max of wall) over a list of run dicts."""
     if not runs:
         return None
-    keys = ("wall", "cpu", "user", "sys", "rss_kib", "written")
-    s = {k: median([r[k] for r in runs]) for k in keys}
+    keys = ("wall", "cpu", "user", "sys", "rss_kib", "written", "server_cpu")
+    s = {k: median([r.get(k, 0.0) for r in runs]) for k in keys}
     s["wall_min"] = min(r["wall"] for r in runs)
     s["wall_max"] = max(r["wall"] for r in runs)
     s["n"] = len(runs)

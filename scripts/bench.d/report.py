@@ -21,8 +21,8 @@ def _keys(block):
 def peers_table(res):
     """Markdown table: one row per image and contender (medians)."""
     rows = ["| image | contender | wall s (min–max) | CPU s | peak RSS MiB | written / pulled "
-            "| wall ÷ edgepull |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+            "| wall ÷ edgepull | server CPU s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for tag, img in res.get("images", {}).items():
         block = res.get("peers", {}).get(tag)
         if not block:
@@ -35,7 +35,7 @@ def peers_table(res):
                 f"| {img['title']} | {block['labels'][k]} | {m['wall']:.2f} "
                 f"({m['wall_min']:.2f}–{m['wall_max']:.2f}) | {m['cpu']:.2f} "
                 f"| {m['rss_kib'] / 1024:.1f} | {m['written'] / pulled:.3f} "
-                f"| {m['wall'] / ep['wall']:.2f} |")
+                f"| {m['wall'] / ep['wall']:.2f} | {m.get('server_cpu', 0.0):.2f} |")
     return "\n".join(rows)
 
 

@@ -539,6 +539,10 @@ class World:
             pass
         return sorted(seen)
 
+    def server_pids(self):
+        """The login server and the data endpoint (the token server runs in this process)."""
+        return [p.pid for (n, p) in self.procs.procs if n in ("registry login", "nginx")]
+
     def stop(self):
         self.procs.stop_all()
         self.tokens.stop()
