@@ -18,7 +18,9 @@ def symbols(binary):
     addrs, names = [], []
     for line in out.splitlines():
         parts = line.split(" ", 2)
-        if len(parts) == 3 and parts[1] in "tTwW":
+        # ARM's mapping symbols ($a, $t, $d, $x: where ARM, Thumb, data or A64 code starts)
+        # are not functions; counted as such they would hide the function they sit in.
+        if len(parts) == 3 and parts[1] in "tTwW" and not parts[2].startswith("$"):
             addrs.append(int(parts[0], 16))
             names.append(parts[2])
     return addrs, names

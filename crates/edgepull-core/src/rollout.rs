@@ -10,7 +10,6 @@
 //! overflow (sums saturate), and never keeps a `first_seen` later than now (the clock was
 //! ahead, or the record is damaged: the wait starts again).
 
-use sha2::{Digest as _, Sha256};
 
 use crate::oci::Digest;
 
@@ -129,13 +128,13 @@ pub fn slot(device_id: &str, digest: &Digest, window_secs: u64) -> u64 {
     if window_secs == 0 {
         return 0;
     }
-    let mut h = Sha256::new();
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     h.update(device_id.as_bytes());
     h.update(b"\n");
     h.update(digest.to_string().as_bytes());
-    let sum = h.finalize();
+    let sum = h.finish();
     let mut first = [0u8; 8];
-    first.copy_from_slice(&sum[..8]);
+    first.copy_from_slice(&sum.as_ref()[..8]);
     u64::from_be_bytes(first) % window_secs
 }
 

@@ -9,7 +9,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::{Digest as _, Sha256};
 
 /// Why a digest string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,10 +109,21 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
-/// Incremental sha256 over a byte stream.
-#[derive(Clone, Default)]
+/// Incremental sha256 over a byte stream. ring's SHA-256: its assembly uses the CPU's SHA
+/// instructions where there are some (x86-64 SHA-NI, ARMv8 crypto extensions) and hand-written
+/// ARMv7/NEON code where there are none, where the portable `sha2` crate ran 36 guest
+/// instructions per byte on a Cortex-A7 (44 % of an armv7 pull, docs/benchmarks.md).
+#[derive(Clone)]
 pub struct Hasher {
-    inner: Sha256,
+    inner: ring::digest::Context,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self {
+            inner: ring::digest::Context::new(&ring::digest::SHA256),
+        }
+    }
 }
 
 impl Hasher {
@@ -127,9 +137,9 @@ impl Hasher {
     }
     /// The digest of everything fed so far.
     pub fn finish(self) -> Digest {
-        let out = self.inner.finalize();
+        let out = self.inner.finish();
         let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(&out);
+        bytes.copy_from_slice(out.as_ref());
         Digest { bytes }
     }
 }
