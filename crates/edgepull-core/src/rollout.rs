@@ -10,7 +10,6 @@
 //! overflow (sums saturate), and never keeps a `first_seen` later than now (the clock was
 //! ahead, or the record is damaged: the wait starts again).
 
-
 use crate::oci::Digest;
 
 /// A digest the tag points at that is not adopted yet, and when this device first saw it.
