@@ -102,6 +102,23 @@ class Skopeo(Contender):
         return r
 
 
+class Oras(Contender):
+    """oras-py (`Registry.pull`, sequential, no digest check, no fsync, layers only), from a
+    virtualenv scripts/bench makes (`--oras-python`)."""
+
+    key, label = "oras", "oras-py pull (no verify)"
+
+    def run(self, tag):
+        dest = self.dest(tag)
+        w = self.b.world
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "oras_pull.py")
+        measure.drop_dirty()
+        r = measure.run([self.b.args.oras_python, script, w.login, w.ref(tag), dest,
+                         w.device[0], w.password_file, w.pki.ca], env=self.b.env)
+        shutil.rmtree(dest)
+        return r
+
+
 class Ctr(Contender):
     """`ctr content fetch` against a containerd started for this run only (fresh content
     store). ctr downloads; containerd hashes and writes, so its CPU and write_bytes
@@ -191,7 +208,7 @@ class Bench:
         with open(args.builds) as f:
             self.builds = json.load(f)
         self.results = {"quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-                        "machine": machine(self.scratch), "builds": self.builds,
+                        "machine": machine(self.scratch, self.args.oras_python), "builds": self.builds,
                         "load_before": os.getloadavg()}
         self.world = None
 
@@ -239,7 +256,10 @@ class Bench:
             if tag == "big":
                 cs += [Edgepull(self, f"edgepull_{b['variant']}", f"edgepull pull ({b['label']})",
                                 b["path"]) for b in alts]
-            cs += [Skopeo(self), Ctr(self), Floor(self)]
+            cs += [Skopeo(self), Ctr(self)]
+            if self.args.oras_python:
+                cs.append(Oras(self))
+            cs.append(Floor(self))
             per = {c.key: [] for c in cs}
             log(f"{tag}: warm-up, then {runs} rounds of {' '.join(c.key for c in cs)}")
             for rnd in range(runs + 1):
@@ -387,7 +407,7 @@ def serve(bench):
         pass
 
 
-def machine(scratch):
+def machine(scratch, oras_python=None):
     cpu = sh(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p' | head -1"])
     fs = sh(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", scratch])
     mem = sh(["sh", "-c", "awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo"])
@@ -404,6 +424,8 @@ def machine(scratch):
             "docker-registry": sh(["docker-registry", "--version"]),
             "openssl": sh(["openssl", "version"]),
             "qemu": sh(["sh", "-c", "qemu-aarch64 --version | head -1"]),
+            "oras": sh([oras_python, "-c", "import oras.version as v; print(v.__version__)"])
+            if oras_python else "?",
         },
     }
 
@@ -414,6 +436,7 @@ def main():
     ap.add_argument("--storage", required=True, help="where the registry storage goes")
     ap.add_argument("--builds", required=True)
     ap.add_argument("--insn-plugin")
+    ap.add_argument("--oras-python", help="python of a virtualenv with oras-py installed")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sections", default="peers,openssl,idle,arm")

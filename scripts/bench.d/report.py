@@ -6,9 +6,10 @@ import os
 MiB = 1 << 20
 GiB = 1 << 30
 
-ORDER = ["edgepull", "edgepull_cap", "edgepull_z", "edgepull_ovr", "skopeo", "ctr", "floor"]
+ORDER = ["edgepull", "edgepull_cap", "edgepull_z", "edgepull_ovr", "skopeo", "ctr", "oras", "floor"]
 COLORS = {"edgepull": "#1f6feb", "edgepull_cap": "#6ea8fe", "edgepull_z": "#9ec5fe",
-          "edgepull_ovr": "#9ec5fe", "skopeo": "#d1242f", "ctr": "#bf8700", "floor": "#57606a"}
+          "edgepull_ovr": "#9ec5fe", "skopeo": "#d1242f", "ctr": "#bf8700", "oras": "#8250df",
+          "floor": "#57606a"}
 
 BEGIN = "<!-- scripts/bench: generated from here -->"
 END = "<!-- scripts/bench: generated up to here -->"
@@ -155,9 +156,9 @@ def table(res):
 
 
 SHORT = {"edgepull": "edgepull", "edgepull_cap": "edgepull, cap set",
-         "edgepull_z": "edgepull, all opt z", "edgepull_ovr": "edgepull, 7 crates opt 3",
+         "edgepull_z": "edgepull, all opt z", "edgepull_ovr": "edgepull, 6 crates opt 3",
          "skopeo": "skopeo copy",
-         "ctr": "ctr content fetch", "floor": "floor (curl)"}
+         "ctr": "ctr content fetch", "oras": "oras-py (no verify)", "floor": "floor (curl)"}
 
 
 def svg(res):
@@ -218,7 +219,7 @@ def generated(res, svg_name):
         f"kernel {m['kernel']}; destination file system: `{m['dest_fs']}`.",
         f"- Load average (1/5/15 min) before: {la0[0]:.2f} / {la0[1]:.2f} / {la0[2]:.2f}, "
         f"after: {la1[0]:.2f} / {la1[1]:.2f} / {la1[2]:.2f}.",
-        f"- Peers: {v['skopeo']}; {v['containerd']}; {v['curl']}; server side "
+        f"- Peers: {v['skopeo']}; {v['containerd']}; oras-py {v.get('oras', '?')}; {v['curl']}; server side "
         f"{v['docker-registry']}, {v['nginx']}; {v['openssl']}; {v['qemu']}; {v['rustc']}.",
         f"- Medians of {n} runs per contender after one warm-up round, contenders alternating.",
         "",
