@@ -129,16 +129,32 @@ pub(crate) fn remove_stale_temps(target: &Path) {
     }
 }
 
-/// The bytes of the small file `path`, at most `max` of them (blocking); `None` when it
-/// does not exist. For the daemon's own records (`rollout.json`, `health.json`).
-pub(crate) fn read_small(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+/// The daemon's own JSON record at `path` (`rollout.json`, `health.json`), read whole up to
+/// `max` bytes and parsed (blocking). `None` when it does not exist; also `None`, with a
+/// warning that names `what` and `consequence`, when it cannot be read or parsed: these
+/// records only ever make the daemon wait longer or retry, so a damaged one is dropped, not
+/// fatal.
+pub(crate) fn load_record<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    max: u64,
+    what: &str,
+    consequence: &str,
+) -> Option<T> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    match std::fs::File::open(path).and_then(|f| f.take(max).read_to_end(&mut bytes)) {
-        Ok(_) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    match File::open(path).and_then(|f| f.take(max).read_to_end(&mut bytes)) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the {what}; {consequence}");
+            return None;
+        }
     }
+    serde_json::from_slice(&bytes)
+        .map_err(
+            |e| tracing::warn!(path = %path.display(), error = %e, "the {what} is malformed; {consequence}"),
+        )
+        .ok()
 }
 
 /// Why the metrics textfile's directory was refused.

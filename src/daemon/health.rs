@@ -52,21 +52,13 @@ struct Entry {
 /// What `root/health.json` records, by image reference (blocking). A missing file is no
 /// memory; an unreadable or malformed one is logged and ignored.
 pub(super) fn load(root: &Path) -> BTreeMap<String, Memory> {
-    let path = root.join(HEALTH_FILE);
-    let bytes = match super::atomic::read_small(&path, MAX_BYTES) {
-        Ok(Some(b)) => b,
-        Ok(None) => return BTreeMap::new(),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot read the health record; digests that failed their health check may be tried again");
-            return BTreeMap::new();
-        }
-    };
-    let file: File = match serde_json::from_slice(&bytes) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "the health record is malformed; digests that failed their health check may be tried again");
-            return BTreeMap::new();
-        }
+    let Some(file) = super::atomic::load_record::<File>(
+        &root.join(HEALTH_FILE),
+        MAX_BYTES,
+        "health record",
+        "digests that failed their health check may be tried again",
+    ) else {
+        return BTreeMap::new();
     };
     let parse = |s: Option<String>| s.and_then(|s| Digest::parse(&s).ok());
     file.images

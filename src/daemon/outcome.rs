@@ -45,34 +45,18 @@ impl Daemon {
                 if let Some((p, _)) = slot.pending.take() {
                     tracing::info!(image_ref = %name, digest = %p.digest, "the tag moved back to the current version; the pending update is cancelled");
                 }
-                slot.adopt_now = false;
-                slot.prefetched = false;
-                slot.refused = None;
-                slot.failed = None;
-                slot.state = State::Idle;
-                slot.note = None;
-                slot.last_success = Some(now);
-                slot.backoff.reset();
-                slot.next_due = next_poll;
+                slot.succeeded(now, next_poll);
                 m.last_success = Some(Stamp::of(now).unix);
             }
             JobOutcome::Updated(u) => {
                 slot.pending = None;
-                slot.adopt_now = false;
-                slot.prefetched = false;
-                slot.refused = None;
-                slot.failed = None;
-                slot.state = State::Idle;
-                slot.note = None;
+                slot.succeeded(now, next_poll);
                 slot.current = Some(u.manifest);
                 if u.switched {
                     slot.previous = u.previous.or(slot.previous);
                 }
                 slot.bytes_total = u.total_bytes;
                 slot.bytes_done = u.total_bytes;
-                slot.last_success = Some(now);
-                slot.backoff.reset();
-                slot.next_due = next_poll;
                 if let Some((end, at)) = u.hook {
                     slot.last_hook = Some(slot::hook_status(&end, at, &u.manifest));
                 }

@@ -46,21 +46,13 @@ struct Entry {
 /// is no pending digest; an unreadable or malformed one is logged and ignored (the waits
 /// start again: later, never earlier).
 pub(super) fn load(root: &Path) -> BTreeMap<String, Pending> {
-    let path = root.join(ROLLOUT_FILE);
-    let bytes = match super::atomic::read_small(&path, MAX_BYTES) {
-        Ok(Some(b)) => b,
-        Ok(None) => return BTreeMap::new(),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot read the staged-rollout record; pending updates start their wait again");
-            return BTreeMap::new();
-        }
-    };
-    let file: File = match serde_json::from_slice(&bytes) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "the staged-rollout record is malformed; pending updates start their wait again");
-            return BTreeMap::new();
-        }
+    let Some(file) = super::atomic::load_record::<File>(
+        &root.join(ROLLOUT_FILE),
+        MAX_BYTES,
+        "staged-rollout record",
+        "pending updates start their wait again",
+    ) else {
+        return BTreeMap::new();
     };
     file.pending
         .into_iter()

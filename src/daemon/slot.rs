@@ -95,6 +95,20 @@ impl Slot {
     }
 
     /// This image's entry in `status.json`, at `now`.
+    /// A check that succeeded (up to date, or updated): clear what the last failure, refusal
+    /// or pending adoption left, and schedule the next poll.
+    pub(super) fn succeeded(&mut self, now: SystemTime, next_poll: Instant) {
+        self.adopt_now = false;
+        self.prefetched = false;
+        self.refused = None;
+        self.failed = None;
+        self.state = State::Idle;
+        self.note = None;
+        self.last_success = Some(now);
+        self.backoff.reset();
+        self.next_due = next_poll;
+    }
+
     pub(super) fn status(&self, now: Instant) -> ImageStatus {
         ImageStatus {
             reference: self.name.clone(),
