@@ -1124,6 +1124,15 @@ fn checkpoint_of(h: &Harness, blob: &Digest) -> Option<u64> {
     std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
+/// The GETs the data endpoint has answered so far.
+fn data_gets(h: &Harness) -> Vec<edgepull_testkit::RequestRecord> {
+    h.fake
+        .requests_to(ServerName::EastUs)
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect()
+}
+
 /// Body bytes the data endpoint has sent so far.
 fn data_bytes_sent(h: &Harness) -> u64 {
     h.fake
@@ -1238,12 +1247,7 @@ fn a_window_closing_mid_download_checkpoints_and_the_next_window_resumes_with_on
         "window open: image current {:?} after the clock moved",
         resumed.elapsed()
     );
-    let gets: Vec<_> = h
-        .fake
-        .requests_to(ServerName::EastUs)
-        .into_iter()
-        .filter(|r| r.method == "GET")
-        .collect();
+    let gets = data_gets(&h);
     assert_one_resume(&gets, checkpoint);
     assert!(h.blob_exists(&blobs[1]));
     assert!(link_status(&h)["paused"].is_null(), "{}", link_status(&h));
@@ -1319,12 +1323,7 @@ fn a_quota_used_up_mid_blob_pauses_at_the_quota_survives_a_restart_and_resumes_t
     d.wait("v1 current", Duration::from_secs(10), || {
         h.current() == Some(v1.to_string())
     });
-    let gets: Vec<_> = h
-        .fake
-        .requests_to(ServerName::EastUs)
-        .into_iter()
-        .filter(|r| r.method == "GET")
-        .collect();
+    let gets = data_gets(&h);
     assert_one_resume(&gets, checkpoint);
     let link = link_status(&h);
     assert!(link["paused"].is_null(), "{link}");
@@ -1436,12 +1435,7 @@ fn a_sighup_raises_the_cap_of_a_running_download_without_restarting_it() {
         .into_iter()
         .filter(|r| r.method == "GET" && r.path.ends_with(&layer.to_string()))
         .count();
-    let data_gets: Vec<_> = h
-        .fake
-        .requests_to(ServerName::EastUs)
-        .into_iter()
-        .filter(|r| r.method == "GET")
-        .collect();
+    let data_gets = data_gets(&h);
     let ranged = data_gets.iter().filter(|r| r.range.is_some()).count();
     let big: Vec<_> = data_gets.iter().filter(|r| r.body_bytes_sent >= 1000).collect();
     eprintln!(

@@ -126,6 +126,33 @@ impl Journald {
     }
 }
 
+/// `edgepull run` with `env`'s config as systemd would start it with its output going to
+/// the journal: `JOURNAL_STREAM` names the stderr file (so `--log-format auto` picks the
+/// journal), and the journal socket is a fake journald. `configure` adds arguments or
+/// variables. Returns the journald, the stderr file's path and the child.
+fn run_under_journal(
+    env: &Env,
+    configure: impl FnOnce(&mut Command),
+) -> (Journald, std::path::PathBuf, std::process::Child) {
+    let socket = env.dir.path().join("journal.socket");
+    let journald = Journald::bind(&socket);
+    let stderr_path = env.dir.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"])
+        .arg(&env.config_path)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env("EDGEPULL_JOURNAL_SOCKET", &socket)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    configure(&mut cmd);
+    let child = cmd.spawn().expect("start edgepull run");
+    (journald, stderr_path, child)
+}
+
 /// A full cycle of `edgepull run` under `auth` with the journal on, at trace level: the
 /// first pull of `app:stable`, a hook that cannot start (its program name holds a
 /// newline: a value journald gets length-prefixed), then SIGTERM. Returns the decoded
@@ -158,24 +185,9 @@ fn cycle(auth: AuthMode) -> Cycle {
         vec![random_bytes(300_000)],
     );
     env.fake.set_cut_after(Some((100_000, 1)));
-    let socket = env.dir.path().join("journal.socket");
-    let journald = Journald::bind(&socket);
-    let stderr_path = env.dir.path().join("stderr");
-    let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let meta = stderr.metadata().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&env.config_path)
-        .args(["--log-format", "auto"])
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .env("EDGEPULL_JOURNAL_SOCKET", &socket)
-        .env("EDGEPULL_LOG", "trace")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("start edgepull run");
+    let (journald, stderr_path, mut child) = run_under_journal(&env, |c| {
+        c.args(["--log-format", "auto"]).env("EDGEPULL_LOG", "trace");
+    });
     let pid = child.id();
     let store = env.store_path();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -365,22 +377,7 @@ fn a_rollback_is_an_error_entry_with_both_digests() {
     let (v1, _) = env
         .fake
         .push_image_for("app", "stable", &arm64, vec![random_bytes(2000)]);
-    let socket = env.dir.path().join("journal.socket");
-    let journald = Journald::bind(&socket);
-    let stderr_path = env.dir.path().join("stderr");
-    let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let meta = stderr.metadata().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&env.config_path)
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .env("EDGEPULL_JOURNAL_SOCKET", &socket)
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("start edgepull run");
+    let (journald, _stderr, mut child) = run_under_journal(&env, |_| {});
     let store = env.store_path();
     let image = || {
         edgepull::daemon::status::read(&store)

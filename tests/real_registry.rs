@@ -137,6 +137,45 @@ fn small_image(layout: &mut Layout, tag: &str) -> Image {
 // ---------------------------------------------------------------------------------------
 // 1. Pulls complete; skopeo and umoci read the result.
 
+/// nginx eastus's log lines for `blob`.
+fn lines_for(w: &World, blob: &Digest) -> Vec<DataLine> {
+    w.nginx
+        .log("eastus")
+        .into_iter()
+        .filter(|l| l.blob_hex() == Some(blob.hex().as_str()))
+        .collect()
+}
+
+/// The layer's requests after an interruption: the cut one (a plain 200 GET) and exactly
+/// one `Range: bytes=<checkpoint>-` (206, the rest of the layer); no other request of the
+/// whole log carried a `Range`, and none carried credentials. Returns (cut, resumed).
+#[track_caller]
+fn assert_one_resume(w: &World, layer: &Layer, checkpoint: u64) -> (DataLine, DataLine) {
+    let lines = lines_for(w, &layer.digest);
+    let all = w.nginx.log_text("eastus");
+    assert_eq!(lines.len(), 2, "two requests for the layer:\n{all}");
+    let (cut, resumed) = (&lines[0], &lines[1]);
+    assert_eq!((cut.status, cut.range.as_deref()), (200, None), "{}", cut.raw);
+    assert_eq!(resumed.status, 206, "{}", resumed.raw);
+    assert_eq!(
+        resumed.range.as_deref(),
+        Some(format!("bytes={checkpoint}-").as_str()),
+        "the Range starts at the checkpoint: {}",
+        resumed.raw
+    );
+    assert_eq!(
+        resumed.sent,
+        layer.size - checkpoint,
+        "the rest of the layer, once"
+    );
+    let ranged = w.nginx.log("eastus").iter().filter(|l| l.range.is_some()).count();
+    assert_eq!(ranged, 1, "one Range request in all:\n{all}");
+    for l in w.nginx.log("eastus") {
+        assert!(!l.auth, "no Authorization at the data endpoint: {}", l.raw);
+    }
+    (cut.clone(), resumed.clone())
+}
+
 #[test]
 fn pulled_images_are_read_by_skopeo_and_unpacked_by_umoci() {
     let Some(w) = World::start(WorldOptions::default()) else {
@@ -436,17 +475,10 @@ fn killed_pull_resumes_from_its_checkpoint_with_a_range_request() {
         "the layer is not complete"
     );
     // nginx logs the cut request once it notices the client has gone.
-    let layer_lines = || -> Vec<DataLine> {
-        w.nginx
-            .log("eastus")
-            .into_iter()
-            .filter(|l| l.blob_hex() == Some(layer.digest.hex().as_str()))
-            .collect()
-    };
     wait_until(
         "nginx logs the cut request",
         Duration::from_secs(10),
-        || !layer_lines().is_empty(),
+        || !lines_for(&w, &layer.digest).is_empty(),
         || None,
     )
     .expect("nginx log line for run 1");
@@ -461,33 +493,8 @@ fn killed_pull_resumes_from_its_checkpoint_with_a_range_request() {
         "edgepull says it resumes from {checkpoint}:\n{}",
         out.stderr
     );
-    let lines = layer_lines();
-    assert_eq!(
-        lines.len(),
-        2,
-        "two requests for the layer:\n{}",
-        w.nginx.log_text("eastus")
-    );
-    let (first, second) = (&lines[0], &lines[1]);
+    let (first, second) = assert_one_resume(&w, layer, checkpoint);
     eprintln!("nginx eastus log, the layer:\n{}\n{}", first.raw, second.raw);
-    assert_eq!(
-        (first.status, first.range.as_deref()),
-        (200, None),
-        "{}",
-        first.raw
-    );
-    assert_eq!(second.status, 206, "{}", second.raw);
-    assert_eq!(
-        second.range.as_deref(),
-        Some(format!("bytes={checkpoint}-").as_str()),
-        "the Range starts at the checkpoint: {}",
-        second.raw
-    );
-    assert_eq!(
-        second.sent,
-        layer.size - checkpoint,
-        "the rest of the layer, once"
-    );
     // Bytes lost to the kill = what run 1 was sent beyond its checkpoint: bytes edgepull
     // received after its last durable checkpoint, plus bytes nginx had handed to the kernel
     // that edgepull had not read yet. The store checkpoints every CHECKPOINT bytes or every

@@ -25,6 +25,7 @@ use super::support::oci_image::*;
 use super::support::proc::Daemon;
 use super::support::relay::Relay;
 use super::support::world::*;
+use super::{assert_one_resume, lines_for};
 
 const MIB: u64 = 1 << 20;
 
@@ -396,15 +397,6 @@ impl Run {
     }
 }
 
-/// nginx eastus's log lines for `blob`.
-fn lines_for(w: &World, blob: &Digest) -> Vec<DataLine> {
-    w.nginx
-        .log("eastus")
-        .into_iter()
-        .filter(|l| l.blob_hex() == Some(blob.hex().as_str()))
-        .collect()
-}
-
 /// Wait until nginx has logged `n` requests for `blob` (it logs a cut request once it
 /// notices the client has gone).
 #[track_caller]
@@ -423,36 +415,6 @@ fn wait_for_lines(w: &World, blob: &Digest, n: usize) -> Vec<DataLine> {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The layer's requests after the link reopened: the cut one (a plain 200 GET) and exactly
-/// one `Range: bytes=<checkpoint>-` (206, the rest of the layer); no other request of the
-/// whole log carried a `Range`. Returns the resumed line.
-#[track_caller]
-fn assert_one_resume(w: &World, layer: &Layer, checkpoint: u64) -> DataLine {
-    let lines = lines_for(w, &layer.digest);
-    let all = w.nginx.log_text("eastus");
-    assert_eq!(lines.len(), 2, "two requests for the layer:\n{all}");
-    let (cut, resumed) = (&lines[0], &lines[1]);
-    assert_eq!((cut.status, cut.range.as_deref()), (200, None), "{}", cut.raw);
-    assert_eq!(resumed.status, 206, "{}", resumed.raw);
-    assert_eq!(
-        resumed.range.as_deref(),
-        Some(format!("bytes={checkpoint}-").as_str()),
-        "the Range starts at the checkpoint: {}",
-        resumed.raw
-    );
-    assert_eq!(
-        resumed.sent,
-        layer.size - checkpoint,
-        "the rest of the layer, once"
-    );
-    let ranged = w.nginx.log("eastus").iter().filter(|l| l.range.is_some()).count();
-    assert_eq!(ranged, 1, "one Range request in all:\n{all}");
-    for l in w.nginx.log("eastus") {
-        assert!(!l.auth, "no Authorization at the data endpoint: {}", l.raw);
-    }
-    resumed.clone()
 }
 
 /// The stored blob hashes to its digest, and `edgepull store verify` agrees (after the
@@ -575,7 +537,7 @@ fn a_window_closing_mid_layer_stops_the_download_and_the_next_window_resumes_wit
     run.wait("the image current", Duration::from_secs(60), |r| {
         r.image()["current_digest"] == want.as_str()
     });
-    let resumed = assert_one_resume(&w, &layer, checkpoint);
+    let (_, resumed) = assert_one_resume(&w, &layer, checkpoint);
     eprintln!(
         "window open (real registry): image current {:?} after the clock moved; Range requests \
          for the layer: 1 ({})",
@@ -665,7 +627,7 @@ fn a_daily_quota_pauses_mid_layer_at_the_quota_and_the_next_utc_day_resumes_with
     run.wait("the image current", Duration::from_secs(60), |r| {
         r.image()["current_digest"] == want.as_str()
     });
-    let resumed = assert_one_resume(&w, &layer, checkpoint);
+    let (_, resumed) = assert_one_resume(&w, &layer, checkpoint);
     let link = run.link();
     let rest = layer.size - checkpoint;
     let new_day = link["bytes_today"].as_u64().unwrap_or(0);
