@@ -272,6 +272,13 @@ impl Adoption {
         self.devices.iter().all(|d| d.adopted.is_some())
     }
 
+    /// Every device has adopted, and `tail` seconds have passed since the last one did
+    /// (`elapsed` is seconds since the scenario's start).
+    pub(crate) fn settled(&self, elapsed: u64, tail: u64) -> bool {
+        self.last_adoption()
+            .is_some_and(|last| self.all_adopted() && elapsed >= last + tail)
+    }
+
     pub(crate) fn adopted_count(&self) -> usize {
         self.devices.iter().filter(|d| d.adopted.is_some()).count()
     }

@@ -377,10 +377,7 @@ async fn rollout(fleet: &mut Fleet<'_>, plan: &Plan, window_secs: u64, target: V
         polls += step.jobs as u64;
         merge(&mut requests, by_kind(&step.requests));
         let elapsed = fleet.now() - t0;
-        let done = adoption
-            .last_adoption()
-            .is_some_and(|last| adoption.all_adopted() && elapsed >= last + plan.tail_secs);
-        if done || elapsed > limit + plan.tail_secs {
+        if adoption.settled(elapsed, plan.tail_secs) || elapsed > limit + plan.tail_secs {
             break;
         }
     }
@@ -490,10 +487,7 @@ async fn outage(fleet: &mut Fleet<'_>, plan: &Plan, o: &OutagePlan, target: Vers
         adoption.observe(fleet, &step).await;
         series.add(&step);
         let elapsed = fleet.now() - t0;
-        let done = adoption
-            .last_adoption()
-            .is_some_and(|last| adoption.all_adopted() && elapsed >= last + plan.tail_secs);
-        if done || elapsed > limit + plan.tail_secs {
+        if adoption.settled(elapsed, plan.tail_secs) || elapsed > limit + plan.tail_secs {
             break;
         }
     }
