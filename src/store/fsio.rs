@@ -118,7 +118,6 @@ impl GroupSync {
 
     /// Make every rename into the directory that completed before this call durable.
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        let lock = |m: &std::sync::Mutex<u64>| *m.lock().unwrap_or_else(|p| p.into_inner());
         let ticket = {
             let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
             *issued += 1;
@@ -129,7 +128,7 @@ impl GroupSync {
             return Ok(());
         }
         // Every ticket issued by now belongs to a rename that completed before it was taken.
-        let covers = lock(&self.issued);
+        let covers = *self.issued.lock().unwrap_or_else(|p| p.into_inner());
         self.runs.fetch_add(1, Ordering::Relaxed);
         sync_dir(&self.dir)?;
         *synced = covers;
