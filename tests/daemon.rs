@@ -401,12 +401,18 @@ fn moved_tag_is_pulled_hook_runs_previous_kept_and_old_blobs_collected() {
     let v: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["images"][0]["current_digest"], v3.to_string());
 
-    let prom = std::fs::read_to_string(h.dir.path().join("edgepull.prom")).unwrap();
+    // The textfile is written just after status.json: wait for the third pull in it.
     let label = format!("{{image=\"{}\"}}", h.name("stable"));
-    assert!(
-        prom.contains(&format!("edgepull_pulls_ok_total{label} 3")),
-        "{prom}"
+    let prom_path = h.dir.path().join("edgepull.prom");
+    d.wait(
+        "three pulls in the metrics textfile",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(&prom_path)
+                .is_ok_and(|t| t.contains(&format!("edgepull_pulls_ok_total{label} 3")))
+        },
     );
+    let prom = std::fs::read_to_string(&prom_path).unwrap();
     assert!(prom.contains("edgepull_egress_refusals_total 0"), "{prom}");
     assert!(
         prom.contains(&format!("edgepull_last_success_timestamp_seconds{label} ")),

@@ -192,11 +192,25 @@ fn a_failing_health_check_rolls_back_and_the_digest_is_not_fetched_again_until_t
     );
     assert_eq!(Hooks::lines(&hooks.checks), vec![v1s.clone(), v2s.clone()]);
     assert_eq!(health_record(&d)["failed"], json!(v2s));
-    let metrics = std::fs::read_to_string(d.dir.path().join("edgepull.prom")).unwrap_or_default();
-    for family in ["edgepull_rollbacks_total", "edgepull_health_check_failures_total"] {
-        let line = format!("{family}{{image=\"{}\"}} 1", d.image()["ref"].as_str().unwrap());
-        assert!(metrics.lines().any(|l| l == line), "{line:?} not in:\n{metrics}");
-    }
+    // The textfile is written just after status.json: wait for it, then check both counters.
+    let image_ref = d.image()["ref"].as_str().unwrap().to_string();
+    let counted = |family: &str, metrics: &str| {
+        let line = format!("{family}{{image=\"{image_ref}\"}} 1");
+        metrics.lines().any(|l| l == line)
+    };
+    let prom = d.dir.path().join("edgepull.prom");
+    let read_metrics = || std::fs::read_to_string(&prom).unwrap_or_default();
+    wait(
+        &d,
+        "the rollback in the metrics textfile",
+        Duration::from_secs(5),
+        || counted("edgepull_rollbacks_total", &read_metrics()),
+    );
+    let metrics = read_metrics();
+    assert!(
+        counted("edgepull_health_check_failures_total", &metrics),
+        "the failed check is not counted in:\n{metrics}"
+    );
     assert!(
         std::fs::read_to_string(d.log())
             .unwrap()
