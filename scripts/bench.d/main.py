@@ -37,6 +37,9 @@ ARM_IMAGE_FULL = ("arm", "64 MiB in 2 layers", [32 * MiB] * 2)
 ARM_IMAGE_QUICK = ("arm", "26 MiB in 2 layers", [13 * MiB] * 2)
 
 HUGE_RATE = "1000GiB"
+# The static build for x86-64: musl, statically linked, like the ARM binaries we ship.
+STATIC_TRIPLE = "x86_64-unknown-linux-musl"
+STATIC_LABEL = "edgepull pull (static musl build)"
 
 
 def sh(cmd):
@@ -213,10 +216,17 @@ class Bench:
         self.world = None
 
     def native(self, variant):
+        return self.build("native", variant)
+
+    def build(self, triple, variant="release"):
         for b in self.builds:
-            if b["triple"] == "native" and b["variant"] == variant:
+            if b["triple"] == triple and b["variant"] == variant:
                 return b
         return None
+
+    def static(self):
+        """The static x86-64 build (musl, as shipped for the boards), when it was built."""
+        return self.build(STATIC_TRIPLE)
 
     def start_world(self):
         storage_base = self.args.storage
@@ -253,6 +263,9 @@ class Bench:
             cs = [Edgepull(self, "edgepull", "edgepull pull", rel["path"]),
                   Edgepull(self, "edgepull_cap", f"edgepull pull --max-rate {HUGE_RATE}",
                            rel["path"], ["--max-rate", HUGE_RATE])]
+            static = self.static()
+            if static:
+                cs.append(Edgepull(self, "edgepull_static", STATIC_LABEL, static["path"]))
             if tag == "big":
                 cs += [Edgepull(self, f"edgepull_{b['variant']}", f"edgepull pull ({b['label']})",
                                 b["path"]) for b in alts]
@@ -299,7 +312,15 @@ class Bench:
     # -- the idle daemon ---------------------------------------------------------------------
 
     def idle(self):
-        rel = self.native("release")
+        """The daemon at rest after its first sync, for the glibc build and the static one."""
+        out = []
+        for label, build in (("glibc (dynamic)", self.native("release")),
+                             ("static (musl)", self.static())):
+            if build:
+                out.append(dict(self.idle_one(build["path"]), build=label))
+        self.results["idle"] = out
+
+    def idle_one(self, binary):
         secs = 10 if self.args.quick else 60
         store = os.path.join(self.dest_root, "idle")
         shutil.rmtree(store, ignore_errors=True)
@@ -308,7 +329,7 @@ class Bench:
         with open(cfg, "w") as f:
             json.dump(self.world.edgepull_config(store, refs, {"sync": {"interval_secs": 86400}}), f)
         logf = os.path.join(self.scratch, "idle.log")
-        d = self.world.procs.spawn("edgepull run", [rel["path"], "--config", cfg, "run"], logf,
+        d = self.world.procs.spawn("edgepull run", [binary, "--config", cfg, "run"], logf,
                                    env=self.env)
         index = os.path.join(store, "oci", "index.json")
         deadline = time.monotonic() + 600
@@ -331,13 +352,13 @@ class Bench:
         time.sleep(15)
         s0 = measure.read_status(d.pid)
         cpu0 = measure.read_stat_cpu(d.pid)
-        log(f"idle daemon: both images synced; watching {secs}s")
+        log(f"idle daemon ({binary}): both images synced; watching {secs}s")
         vol, invol, peak, exited = measure.watch_switches(d.pid, secs)
         s1 = measure.read_status(d.pid)
         cpu1 = measure.read_stat_cpu(d.pid)
         self.world.procs.stop(d)
         shutil.rmtree(store, ignore_errors=True)
-        self.results["idle"] = {
+        r = {
             "seconds": secs, "images": ["small", "big"],
             "vmrss_kib_start": measure.kib(s0["VmRSS"]), "vmrss_kib": measure.kib(s1["VmRSS"]),
             "vmhwm_kib": measure.kib(s1["VmHWM"]), "threads": int(s1["Threads"]),
@@ -345,7 +366,8 @@ class Bench:
             "threads_max": peak, "threads_exited": exited,
             "voluntary": vol, "involuntary": invol, "cpu_seconds": cpu1 - cpu0,
         }
-        log(f"idle: {self.results['idle']}")
+        log(f"idle: {r}")
+        return r
 
     # -- ARM instruction counts under qemu-user ----------------------------------------------
 

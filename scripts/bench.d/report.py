@@ -6,8 +6,9 @@ import os
 MiB = 1 << 20
 GiB = 1 << 30
 
-ORDER = ["edgepull", "edgepull_cap", "edgepull_z", "edgepull_ovr", "skopeo", "ctr", "oras", "floor"]
-COLORS = {"edgepull": "#1f6feb", "edgepull_cap": "#6ea8fe", "edgepull_z": "#9ec5fe",
+ORDER = ["edgepull", "edgepull_cap", "edgepull_static", "edgepull_z", "edgepull_ovr", "skopeo", "ctr", "oras", "floor"]
+COLORS = {"edgepull": "#1f6feb", "edgepull_cap": "#6ea8fe", "edgepull_static": "#0a3069",
+          "edgepull_z": "#9ec5fe",
           "edgepull_ovr": "#9ec5fe", "skopeo": "#d1242f", "ctr": "#bf8700", "oras": "#8250df",
           "floor": "#57606a"}
 
@@ -49,19 +50,27 @@ def targets(res):
         m = big["median"]
         ep = m["edgepull"]
         pulled = res["images"]["big"]["bytes"]
-        out.append(("1 GiB: wall ÷ skopeo", f"{ep['wall'] / m['skopeo']['wall']:.2f}", "≤ 0.55",
+        title = res["images"]["big"]["title"]
+        out.append((f"{title}: wall ÷ skopeo", f"{ep['wall'] / m['skopeo']['wall']:.2f}", "≤ 0.55",
                     ep["wall"] / m["skopeo"]["wall"] <= 0.55))
-        out.append(("1 GiB: wall ÷ floor", f"{ep['wall'] / m['floor']['wall']:.2f}", "≤ 1.1",
+        out.append((f"{title}: wall ÷ floor", f"{ep['wall'] / m['floor']['wall']:.2f}", "≤ 1.1",
                     ep["wall"] / m["floor"]["wall"] <= 1.1))
         cpu_gib = ep["cpu"] / (pulled / GiB)
-        out.append(("1 GiB: CPU-s per GiB", f"{cpu_gib:.2f}", "≤ 1.6", cpu_gib <= 1.6))
-        out.append(("1 GiB: peak RSS", f"{ep['rss_kib'] / 1024:.1f} MiB", "≤ 10 MiB",
+        out.append((f"{title}: CPU-s per GiB", f"{cpu_gib:.2f}", "≤ 1.6", cpu_gib <= 1.6))
+        out.append((f"{title}: peak RSS", f"{ep['rss_kib'] / 1024:.1f} MiB", "≤ 10 MiB",
                     ep["rss_kib"] <= 10 * 1024))
-        out.append(("1 GiB: written ÷ pulled", f"{ep['written'] / pulled:.3f}", "≤ 1.01",
+        st = m.get("edgepull_static")
+        if st:
+            out.append((f"{title}, static build: peak RSS", f"{st['rss_kib'] / 1024:.1f} MiB",
+                        "≤ 10 MiB", st["rss_kib"] <= 10 * 1024))
+            out.append((f"{title}, static build: wall ÷ skopeo",
+                        f"{st['wall'] / m['skopeo']['wall']:.2f}", "≤ 0.55",
+                        st["wall"] / m["skopeo"]["wall"] <= 0.55))
+        out.append((f"{title}: written ÷ pulled", f"{ep['written'] / pulled:.3f}", "≤ 1.01",
                     ep["written"] / pulled <= 1.01))
         if "edgepull_cap" in m:
             r = m["edgepull_cap"]["wall"] / ep["wall"]
-            out.append(("1 GiB: wall with a huge --max-rate ÷ without", f"{r:.2f}",
+            out.append((f"{title}: wall with a huge --max-rate ÷ without", f"{r:.2f}",
                         "≈ 1 (no cost)", abs(r - 1) <= 0.05))
     many = peers.get("many")
     if many:
@@ -69,15 +78,23 @@ def targets(res):
         r = m["edgepull"]["wall"] / m["skopeo"]["wall"]
         out.append((f"{res['images']['many']['title']}: wall ÷ skopeo", f"{r:.2f}", "≤ 0.3",
                     r <= 0.3))
-    idle = res.get("idle")
-    if idle:
-        out.append(("idle daemon: VmRSS", f"{idle['vmrss_kib'] / 1024:.1f} MiB", "≤ 6 MiB",
+    for idle in idle_runs(res):
+        who = f"idle daemon, {idle['build']}"
+        out.append((f"{who}: VmRSS", f"{idle['vmrss_kib'] / 1024:.1f} MiB", "≤ 6 MiB",
                     idle["vmrss_kib"] <= 6 * 1024))
         wake = (idle["voluntary"] + idle["involuntary"]) / idle["seconds"]
-        out.append((f"idle daemon: context switches over {idle['seconds']} s",
+        out.append((f"{who}: context switches over {idle['seconds']} s",
                     f"{idle['voluntary']} voluntary + {idle['involuntary']} involuntary "
                     f"({wake:.2f}/s)", "report", None))
     return out
+
+
+def idle_runs(res):
+    """The idle measurements, one per build (older results held a single one)."""
+    i = res.get("idle")
+    if isinstance(i, dict):
+        return [dict(i, build="glibc (dynamic)")]
+    return i or []
 
 
 def targets_table(res):
@@ -125,17 +142,21 @@ def sizes_table(res):
 
 
 def idle_table(res):
-    i = res.get("idle")
-    if not i:
+    runs = idle_runs(res)
+    if not runs:
         return ""
-    return "\n".join([
-        "| VmRSS at start → end | of which anonymous / file | VmHWM | threads (max, exited) "
-        "| voluntary / involuntary switches | CPU |",
-        "| --- | --- | --- | --- | --- | --- |",
-        f"| {i['vmrss_kib_start']:,} → {i['vmrss_kib']:,} kB "
-        f"| {i.get('rss_anon_kib', 0):,} / {i.get('rss_file_kib', 0):,} kB | {i['vmhwm_kib']:,} kB "
-        f"| {i['threads']} ({i.get('threads_max', '?')}, {i.get('threads_exited', '?')}) "
-        f"| {i['voluntary']} / {i['involuntary']} in {i['seconds']} s | {i['cpu_seconds']:.2f} s |"])
+    rows = ["| build | VmRSS at start → end | of which anonymous / file | VmHWM "
+            "| threads (max, exited) | voluntary / involuntary switches | CPU |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for i in runs:
+        rows.append(
+            f"| {i['build']} | {i['vmrss_kib_start']:,} → {i['vmrss_kib']:,} kB "
+            f"| {i.get('rss_anon_kib', 0):,} / {i.get('rss_file_kib', 0):,} kB "
+            f"| {i['vmhwm_kib']:,} kB "
+            f"| {i['threads']} ({i.get('threads_max', '?')}, {i.get('threads_exited', '?')}) "
+            f"| {i['voluntary']} / {i['involuntary']} in {i['seconds']} s "
+            f"| {i['cpu_seconds']:.2f} s |")
+    return "\n".join(rows)
 
 
 def table(res):
@@ -144,8 +165,8 @@ def table(res):
              "== targets", targets_table(res)]
     if res.get("openssl"):
         parts += ["", "== CPU floor", openssl_table(res)]
-    if res.get("idle"):
-        parts += ["", f"== idle daemon over {res['idle']['seconds']} s", idle_table(res)]
+    if idle_runs(res):
+        parts += ["", f"== idle daemon over {idle_runs(res)[0]['seconds']} s", idle_table(res)]
     if res.get("arm"):
         parts += ["", "== ARM under qemu-user (instruction counts)", arm_table(res)]
     if any(b.get("size") for b in res.get("builds", [])):
@@ -156,6 +177,7 @@ def table(res):
 
 
 SHORT = {"edgepull": "edgepull", "edgepull_cap": "edgepull, cap set",
+         "edgepull_static": "edgepull, static musl",
          "edgepull_z": "edgepull, all opt z", "edgepull_ovr": "edgepull, 6 crates opt 3",
          "skopeo": "skopeo copy",
          "ctr": "ctr content fetch", "oras": "oras-py (no verify)", "floor": "floor (curl)"}
@@ -234,8 +256,8 @@ def generated(res, svg_name):
     ]
     if res.get("openssl"):
         lines += ["CPU floor:", "", openssl_table(res), ""]
-    if res.get("idle"):
-        i = res["idle"]
+    if idle_runs(res):
+        i = idle_runs(res)[0]
         lines += [f"Idle daemon (`edgepull run`, images `small` and `big` synced, interval 1 day), "
                   f"over {i['seconds']} s after the first sync:", "", idle_table(res), ""]
     if res.get("arm"):
