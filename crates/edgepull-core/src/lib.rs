@@ -2,7 +2,7 @@
 //!
 //! Owns: the OCI types ([`oci`]), host names and ACR host shapes ([`hostport`], [`acr`]),
 //! the egress allowlist and redirect policy with URL redaction ([`egress`]), the
-//! `WWW-Authenticate` parser ([`challenge`]), the token endpoint's reply ([`token`]),
+//! `WWW-Authenticate` parser ([`challenge`]), the TLS bulk cipher order ([`cipher`]), the token endpoint's reply ([`token`]),
 //! `Content-Range` and resume decisions ([`resume`]), the minimum transfer rate ([`rate`]),
 //! the retry/backoff policy ([`retry`]), registry text made safe to show ([`text`]),
 //! the daemon's schedule and watchdog decisions ([`schedule`]), who may write a directory
@@ -20,6 +20,7 @@
 
 pub mod acr;
 pub mod challenge;
+pub mod cipher;
 pub mod egress;
 pub mod gc;
 pub mod health;
