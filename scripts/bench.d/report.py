@@ -6,7 +6,8 @@ import os
 MiB = 1 << 20
 GiB = 1 << 30
 
-ORDER = ["edgepull", "edgepull_cap", "edgepull_static", "edgepull_z", "edgepull_ovr", "skopeo", "ctr", "oras", "floor"]
+ORDER = ["edgepull", "edgepull_cap", "edgepull_static", "edgepull_z", "edgepull_ovr", "skopeo",
+         "ctr", "oras", "floor"]
 COLORS = {"edgepull": "#1f6feb", "edgepull_cap": "#6ea8fe", "edgepull_static": "#0a3069",
           "edgepull_z": "#9ec5fe",
           "edgepull_ovr": "#9ec5fe", "skopeo": "#d1242f", "ctr": "#bf8700", "oras": "#8250df",

@@ -1,12 +1,12 @@
 //! The one HTTP client edgepull uses.
 //!
-//! Owns: building the `reqwest::Client` (rustls with ring, its cipher suites ordered for the
-//! CPU by `core::cipher`, only the configured CA when one is given, no automatic redirects, no Referer, no cookies, no decompression, no proxy from the
-//! environment, connect and idle-read timeouts but no total timeout) with the egress gate
-//! around its connector (`registry::connector`: every connection's scheme, host and port,
-//! direct or through the configured proxy) and a DNS resolver that looks up only the names
-//! [`EgressPolicy::may_resolve`] allows. Must never attach credentials itself and never
-//! resolve or connect to a host the [`EgressPolicy`] does not allow.
+//! Owns: building the `reqwest::Client` (rustls with ring, its cipher suites ordered for the CPU by
+//! `core::cipher`, only the configured CA when one is given, no automatic redirects, no Referer, no
+//! cookies, no decompression, no proxy from the environment, connect and idle-read timeouts but no
+//! total timeout) with the egress gate around its connector (`registry::connector`: every
+//! connection's scheme, host and port, direct or through the configured proxy) and a DNS resolver
+//! that looks up only the names [`EgressPolicy::may_resolve`] allows. Must never attach credentials
+//! itself and never resolve or connect to a host the [`EgressPolicy`] does not allow.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -60,7 +60,7 @@ pub(crate) struct HttpSettings {
 pub(crate) const USER_AGENT: &str = concat!("edgepull/", env!("CARGO_PKG_VERSION"));
 
 /// Install ring as rustls' process-wide provider (idempotent), its cipher suites in the order
-/// [`cipher_suites`] gives for this CPU. reqwest 0.13 with `rustls-no-provider` panics at
+/// `cipher_suites` gives for this CPU. reqwest 0.13 with `rustls-no-provider` panics at
 /// client build time without it.
 pub fn install_crypto_provider() {
     let mut provider = rustls::crypto::ring::default_provider();

@@ -6,8 +6,8 @@
 //! AES + PMULL) AES-GCM is the cheapest, and AES-128 does 10 rounds to AES-256's 14. Without
 //! them (Raspberry Pi 4's Cortex-A72, and every 32-bit ARM build: ring uses no AES hardware
 //! there) AES runs as constant-time software and GHASH as software multiplication, and
-//! ChaCha20-Poly1305 costs less: the order BoringSSL and Go's crypto/tls use. The client's order is a preference; a server that enforces its own
-//! keeps its choice.
+//! ChaCha20-Poly1305 costs less: the order BoringSSL and Go's crypto/tls use. The client's
+//! order is a preference; a server that enforces its own keeps its choice.
 //!
 //! Must never drop a suite (the order changes, the set offered does not), nor prefer a
 //! cipher because of a CPU it did not see: no information means no AES hardware.
